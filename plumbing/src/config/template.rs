@@ -1,0 +1,110 @@
+/// What `alien serve --init` prints: every key, commented out at its default. It parses back
+/// to the defaults, so a user can uncomment exactly what they change.
+pub const TEMPLATE: &str = r#"# alien-manager.toml
+#
+# Read from the file given with `-c FILE`, else ./alien-manager.toml, else the defaults below.
+# Environment variables override the file: PORT, HOST, BASE_URL, OTLP_ENDPOINT and
+# ALIEN_DATA_DIR; `alien serve` flags (--port, --host, --data-dir) override both.
+# Unknown keys are errors.
+
+[server]
+# TCP port of the public API.
+# port = 8080
+
+# Address to listen on. Use 127.0.0.1 to accept local connections only.
+# host = "0.0.0.0"
+
+# The URL deployments and the CLI reach the manager at (behind your TLS proxy, say).
+# It appears in command URLs, the sync payload and registry redirects.
+# Default: http://localhost:{port}
+# base-url = "https://manager.example.com"
+
+# Where install scripts download the agent from.
+# releases-url = "https://releases.alien.dev"
+
+# Seconds between passes of the deployment loop.
+# deployment-interval-secs = 3
+
+# Seconds between heartbeats of push deployments.
+# heartbeat-interval-secs = 60
+
+[database]
+# Directory that holds all state: database, registry blobs, command payloads, telemetry
+# queue. Put it on a persistent disk and back it up.
+# state-dir = "alien-data"
+
+# The SQLite database. Default: {state-dir}/manager.db
+# path = "alien-data/manager.db"
+
+# Accepted for compatibility; the database is not encrypted.
+# encryption-key = ""
+
+[artifact-registry]
+# Release images are served by the built-in registry at /v2 on this manager. Upstream cloud
+# registries per platform:
+#
+# [artifact-registry.aws]
+# service = "ecr"
+# repositoryPrefix = "my-product"
+# pullRoleArn = "arn:aws:iam::123456789012:role/pull"    # optional
+# pushRoleArn = "arn:aws:iam::123456789012:role/push"    # optional
+#
+# [artifact-registry.gcp]
+# service = "gar"
+# repositoryName = "projects/my-project/locations/us-central1/repositories/my-product"
+# pullServiceAccountEmail = "pull@my-project.iam.gserviceaccount.com"    # optional
+# pushServiceAccountEmail = "push@my-project.iam.gserviceaccount.com"    # optional
+#
+# [artifact-registry.azure]
+# service = "acr"
+# registryName = "myregistry"
+# resourceGroupName = "my-resource-group"
+# repositoryPrefix = "my-product"    # optional
+
+[commands]
+# Where command state and large payloads live. Default: on the data volume.
+# kv = { service = "dynamodb", tableName = "my-product-commands", region = "us-east-1" }
+# storage = { service = "s3", bucketName = "my-product-commands-store" }
+
+[impersonation]
+# The management identity the manager impersonates in each cloud.
+#
+# [impersonation.aws]
+# service = "awsiam"
+# roleName = "alien-management"
+# roleArn = "arn:aws:iam::123456789012:role/alien-management"
+#
+# [impersonation.gcp]
+# service = "gcpserviceaccount"
+# email = "alien-management@my-project.iam.gserviceaccount.com"
+# uniqueId = "123456789012345678901"
+
+[telemetry]
+# OTLP/HTTP endpoint that logs, metrics and traces from deployments are forwarded to
+# (Grafana, Datadog, Honeycomb, Jaeger, ...). Without it, telemetry is accepted and dropped.
+# otlp-endpoint = "https://otlp.example.com"
+
+[telemetry.headers]
+# Headers sent with every forwarded request. Values are secrets: they are never logged.
+# "x-api-key" = "..."
+
+[supervisor]
+# How `alien serve` restarts daemons that die: after a delay that starts here and doubles,
+# with jitter, up to the maximum.
+# restart-backoff-initial-ms = 250
+# restart-backoff-max-secs = 30
+
+# A daemon that stayed up this long gets its restart delay reset.
+# restart-stable-secs = 60
+
+# This many deaths of the manager, registryd or commandd within the window stops everything
+# with a non-zero exit (a crash-looping otelfwd is reported as degraded and retried).
+# crash-loop-restarts = 10
+# crash-loop-window-secs = 300
+
+# How long a daemon may take to become ready.
+# start-timeout-secs = 30
+
+# How long an orderly stop may take in all before what is left is killed (Docker waits 10 s).
+# stop-timeout-secs = 9
+"#;

@@ -1,0 +1,207 @@
+//! HTTP/1.1 over Unix sockets: how the sidecars serve and how the manager and the supervisor
+//! reach them.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, info};
+
+use crate::lock::{LockError, LockFile};
+use crate::{Daemon, DaemonContext, DataDir, notify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UdsError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connect to {}: {source}", path.display())]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("HTTP over {}: {source}", path.display())]
+    Http { path: PathBuf, source: hyper::Error },
+    #[error("no answer from {} within {timeout:?}", path.display())]
+    Timeout { path: PathBuf, timeout: Duration },
+}
+
+/// Creates `<data>/run` private to the service user: whoever can reach the sockets can talk
+/// to the daemons without a token.
+pub fn ensure_run_dir(data: &DataDir) -> Result<(), UdsError> {
+    let path = data.run_dir();
+    let io = |action, source| UdsError::Io {
+        action,
+        path: path.clone(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&path)
+        .map_err(|e| io("create", e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io("set permissions of", e))
+}
+
+/// Binds `path` (replacing a socket file left by a dead predecessor) with mode 0600.
+/// Callers hold the daemon's lock, so the file being replaced is never a live socket.
+pub fn bind(path: &Path) -> Result<UnixListener, UdsError> {
+    let io = |action, source| UdsError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => debug!(path = %path.display(), "removed stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove stale socket", e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| io("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("set permissions of", e))?;
+    Ok(listener)
+}
+
+/// Runs a sidecar's HTTP API on its socket until shutdown: takes the daemon's lock, binds,
+/// reports ready, serves, and finishes the requests in flight before returning.
+pub async fn serve_daemon(
+    ctx: &DaemonContext,
+    daemon: Daemon,
+    router: Router,
+) -> Result<(), UdsError> {
+    ensure_run_dir(&ctx.data)?;
+    let _lock = LockFile::acquire(&ctx.data.daemon_lock(daemon))?;
+    let path = ctx.data.socket(daemon);
+    let listener = bind(&path)?;
+    info!(socket = %path.display(), "listening");
+    notify::ready();
+    let shutdown = ctx.shutdown.clone();
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            notify::stopping();
+        })
+        .await;
+    // Best effort: a later start replaces the file anyway.
+    let _ = std::fs::remove_file(&path);
+    served.map_err(|source| UdsError::Io {
+        action: "serve on",
+        path,
+        source,
+    })
+}
+
+/// Sends one request over a fresh connection to `socket`.
+pub async fn send(socket: &Path, request: Request<Body>) -> Result<Response<Incoming>, UdsError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| UdsError::Connect {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+    let http = |source| UdsError::Http {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(%error, "unix socket connection ended");
+        }
+    });
+    sender.send_request(request).await.map_err(http)
+}
+
+/// `GET path` on a daemon's socket with a deadline, returning the status and body.
+pub async fn get(socket: &Path, path: &str, timeout: Duration) -> Result<(StatusCode, Bytes), UdsError> {
+    let exchange = async {
+        let request = Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Body::empty())
+            .map_err(|e| UdsError::Io {
+                action: "build request for",
+                path: socket.to_path_buf(),
+                source: std::io::Error::other(e),
+            })?;
+        let response = send(socket, request).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| UdsError::Http {
+                path: socket.to_path_buf(),
+                source,
+            })?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(UdsError::Timeout {
+                path: socket.to_path_buf(),
+                timeout,
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get as get_route;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn a_sidecar_serves_on_its_socket_and_stops_when_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = DaemonContext {
+            config: Default::default(),
+            data: DataDir::new(dir.path()),
+            shutdown: CancellationToken::new(),
+        };
+        let router = Router::new().route("/health", get_route(|| async { "ok" }));
+        let server = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { serve_daemon(&ctx, Daemon::Registryd, router).await }
+        });
+        let socket = ctx.data.socket(Daemon::Registryd);
+        let mut answer = None;
+        for _ in 0..100 {
+            if let Ok(got) = get(&socket, "/health", Duration::from_secs(1)).await {
+                answer = Some(got);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, body) = answer.expect("sidecar answered");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"ok");
+        let mode = std::fs::metadata(&socket).expect("socket").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let run_mode = std::fs::metadata(ctx.data.run_dir()).expect("run").permissions().mode();
+        assert_eq!(run_mode & 0o777, 0o700);
+
+        let second = serve_daemon(&ctx, Daemon::Registryd, Router::new()).await;
+        assert!(matches!(second, Err(UdsError::Lock(LockError::Held { .. }))));
+
+        ctx.shutdown.cancel();
+        server.await.expect("joined").expect("clean stop");
+        assert!(!socket.exists(), "socket removed on stop");
+    }
+}
