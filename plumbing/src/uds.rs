@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::Router;
+use axum::routing;
 use axum::body::Body;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -75,17 +76,25 @@ pub fn bind(path: &Path) -> Result<UnixListener, UdsError> {
     Ok(listener)
 }
 
-/// Runs a sidecar's HTTP API on its socket until shutdown: takes the daemon's lock, binds,
-/// reports ready, serves, and finishes the requests in flight before returning.
-pub async fn serve_daemon(
+/// Runs a sidecar's HTTP API on its socket until shutdown: creates its state directory, takes
+/// its lock, binds, adds `GET /health`, reports ready, serves, and finishes the requests in
+/// flight before returning.
+pub async fn serve_sidecar(
     ctx: &DaemonContext,
     daemon: Daemon,
     router: Router,
 ) -> Result<(), UdsError> {
+    let state = ctx.data.state_dir(daemon);
+    std::fs::create_dir_all(&state).map_err(|source| UdsError::Io {
+        action: "create",
+        path: state,
+        source,
+    })?;
     ensure_run_dir(&ctx.data)?;
     let _lock = LockFile::acquire(&ctx.data.daemon_lock(daemon))?;
     let path = ctx.data.socket(daemon);
     let listener = bind(&path)?;
+    let router = router.route("/health", routing::get(healthy));
     info!(socket = %path.display(), "listening");
     notify::ready();
     let shutdown = ctx.shutdown.clone();
@@ -102,6 +111,10 @@ pub async fn serve_daemon(
         path,
         source,
     })
+}
+
+async fn healthy() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "healthy"}))
 }
 
 /// Sends one request over a fresh connection to `socket`.
@@ -164,7 +177,6 @@ pub async fn get(socket: &Path, path: &str, timeout: Duration) -> Result<(Status
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::routing::get as get_route;
     use tokio_util::sync::CancellationToken;
 
     #[tokio::test]
@@ -175,10 +187,10 @@ mod tests {
             data: DataDir::new(dir.path()),
             shutdown: CancellationToken::new(),
         };
-        let router = Router::new().route("/health", get_route(|| async { "ok" }));
+        let router = Router::new();
         let server = tokio::spawn({
             let ctx = ctx.clone();
-            async move { serve_daemon(&ctx, Daemon::Registryd, router).await }
+            async move { serve_sidecar(&ctx, Daemon::Registryd, router).await }
         });
         let socket = ctx.data.socket(Daemon::Registryd);
         let mut answer = None;
@@ -191,13 +203,14 @@ mod tests {
         }
         let (status, body) = answer.expect("sidecar answered");
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(&body[..], b"ok");
+        assert_eq!(&body[..], br#"{"status":"healthy"}"#);
+        assert!(ctx.data.state_dir(Daemon::Registryd).is_dir());
         let mode = std::fs::metadata(&socket).expect("socket").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let run_mode = std::fs::metadata(ctx.data.run_dir()).expect("run").permissions().mode();
         assert_eq!(run_mode & 0o777, 0o700);
 
-        let second = serve_daemon(&ctx, Daemon::Registryd, Router::new()).await;
+        let second = serve_sidecar(&ctx, Daemon::Registryd, Router::new()).await;
         assert!(matches!(second, Err(UdsError::Lock(LockError::Held { .. }))));
 
         ctx.shutdown.cancel();
