@@ -71,8 +71,9 @@ mod tests {
 
     #[test]
     fn optional_keys_are_omitted_and_the_status_matches() {
-        let envelope = ErrorEnvelope::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Invalid token")
-            .with_context(serde_json::json!({"reason": "Invalid token"}));
+        let envelope =
+            ErrorEnvelope::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Invalid token")
+                .with_context(serde_json::json!({"reason": "Invalid token"}));
         let json = serde_json::to_value(&envelope).expect("serializes");
         assert_eq!(
             json,

@@ -17,7 +17,7 @@ pub mod shutdown;
 pub mod uds;
 
 pub use config::Config;
-pub use layout::{DataDir, Daemon};
+pub use layout::{Daemon, DataDir};
 
 /// Everything a daemon needs to run: its validated configuration, the data directory it
 /// shares with the others, and the token that tells it to stop.

@@ -44,7 +44,10 @@ impl LockFile {
             Ok(lock) => lock,
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut pid = String::new();
-                let holder = file.read_to_string(&mut pid).ok().and_then(|_| pid.trim().parse().ok());
+                let holder = file
+                    .read_to_string(&mut pid)
+                    .ok()
+                    .and_then(|_| pid.trim().parse().ok());
                 return Err(LockError::Held {
                     path: path.to_path_buf(),
                     holder,

@@ -1,18 +1,19 @@
-//! HTTP/1.1 over Unix sockets: how the sidecars serve and how the manager and the supervisor
-//! reach them.
+//! HTTP/1.1 between the processes: how the sidecars serve on their Unix sockets, and how the
+//! manager and the supervisor reach them (and the manager's own port).
 
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing;
 use axum::body::Body;
+use axum::routing;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tracing::{debug, info};
 
 use crate::lock::{LockError, LockFile};
@@ -125,44 +126,26 @@ pub async fn send(socket: &Path, request: Request<Body>) -> Result<Response<Inco
             path: socket.to_path_buf(),
             source,
         })?;
-    let http = |source| UdsError::Http {
-        path: socket.to_path_buf(),
-        source,
-    };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    exchange(stream, request)
         .await
-        .map_err(http)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            debug!(%error, "unix socket connection ended");
-        }
-    });
-    sender.send_request(request).await.map_err(http)
+        .map_err(|source| UdsError::Http {
+            path: socket.to_path_buf(),
+            source,
+        })
 }
 
 /// `GET path` on a daemon's socket with a deadline, returning the status and body.
-pub async fn get(socket: &Path, path: &str, timeout: Duration) -> Result<(StatusCode, Bytes), UdsError> {
+pub async fn get(
+    socket: &Path,
+    path: &str,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), UdsError> {
     let exchange = async {
-        let request = Request::get(path)
-            .header(http::header::HOST, "localhost")
-            .body(Body::empty())
-            .map_err(|e| UdsError::Io {
-                action: "build request for",
-                path: socket.to_path_buf(),
-                source: std::io::Error::other(e),
-            })?;
-        let response = send(socket, request).await?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|source| UdsError::Http {
-                path: socket.to_path_buf(),
-                source,
-            })?
-            .to_bytes();
-        Ok((status, body))
+        let response = send(socket, get_request(path)).await?;
+        collect(response).await.map_err(|source| UdsError::Http {
+            path: socket.to_path_buf(),
+            source,
+        })
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -172,6 +155,55 @@ pub async fn get(socket: &Path, path: &str, timeout: Duration) -> Result<(Status
                 timeout,
             })
         })
+}
+
+/// `GET path` on the manager's public TCP port with a deadline: how the supervisor and
+/// `alien health` see what a load balancer would.
+pub async fn get_tcp(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(StatusCode, Bytes)> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        let response = exchange(stream, get_request(path))
+            .await
+            .map_err(std::io::Error::other)?;
+        collect(response).await.map_err(std::io::Error::other)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+fn get_request(path: &str) -> Request<Body> {
+    let mut request = Request::new(Body::empty());
+    *request.uri_mut() = http::Uri::try_from(path).unwrap_or_else(|_| http::Uri::from_static("/"));
+    request.headers_mut().insert(
+        http::header::HOST,
+        http::HeaderValue::from_static("localhost"),
+    );
+    request
+}
+
+async fn exchange<S>(stream: S, request: Request<Body>) -> Result<Response<Incoming>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(%error, "connection ended");
+        }
+    });
+    sender.send_request(request).await
+}
+
+async fn collect(response: Response<Incoming>) -> Result<(StatusCode, Bytes), hyper::Error> {
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }
 
 #[cfg(test)]
@@ -205,13 +237,22 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(&body[..], br#"{"status":"healthy"}"#);
         assert!(ctx.data.state_dir(Daemon::Registryd).is_dir());
-        let mode = std::fs::metadata(&socket).expect("socket").permissions().mode();
+        let mode = std::fs::metadata(&socket)
+            .expect("socket")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let run_mode = std::fs::metadata(ctx.data.run_dir()).expect("run").permissions().mode();
+        let run_mode = std::fs::metadata(ctx.data.run_dir())
+            .expect("run")
+            .permissions()
+            .mode();
         assert_eq!(run_mode & 0o777, 0o700);
 
         let second = serve_sidecar(&ctx, Daemon::Registryd, Router::new()).await;
-        assert!(matches!(second, Err(UdsError::Lock(LockError::Held { .. }))));
+        assert!(matches!(
+            second,
+            Err(UdsError::Lock(LockError::Held { .. }))
+        ));
 
         ctx.shutdown.cancel();
         server.await.expect("joined").expect("clean stop");

@@ -164,7 +164,9 @@ pub enum StorageBinding {
         container_name: String,
     },
     #[serde(rename = "local-storage")]
-    LocalStorage { storage_path: String },
+    LocalStorage {
+        storage_path: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -330,15 +332,31 @@ impl Config {
             let key = format!("telemetry.headers.{name}");
             http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(&key, "is not a valid HTTP header name".into()))?;
-            http::HeaderValue::from_str(value.expose())
-                .map_err(|_| invalid(&key, "has a value that is not a valid HTTP header value".into()))?;
+            http::HeaderValue::from_str(value.expose()).map_err(|_| {
+                invalid(
+                    &key,
+                    "has a value that is not a valid HTTP header value".into(),
+                )
+            })?;
         }
         let s = &self.supervisor;
         for (key, value) in [
-            ("supervisor.restart-backoff-initial-ms", s.restart_backoff_initial_ms),
-            ("supervisor.restart-backoff-max-secs", s.restart_backoff_max_secs),
-            ("supervisor.crash-loop-restarts", u64::from(s.crash_loop_restarts)),
-            ("supervisor.crash-loop-window-secs", s.crash_loop_window_secs),
+            (
+                "supervisor.restart-backoff-initial-ms",
+                s.restart_backoff_initial_ms,
+            ),
+            (
+                "supervisor.restart-backoff-max-secs",
+                s.restart_backoff_max_secs,
+            ),
+            (
+                "supervisor.crash-loop-restarts",
+                u64::from(s.crash_loop_restarts),
+            ),
+            (
+                "supervisor.crash-loop-window-secs",
+                s.crash_loop_window_secs,
+            ),
             ("supervisor.start-timeout-secs", s.start_timeout_secs),
             ("supervisor.stop-timeout-secs", s.stop_timeout_secs),
         ] {
@@ -357,9 +375,7 @@ impl Config {
 }
 
 fn check_http_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| format!("{url:?} is not a URL"))?;
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
         _ => Err(format!(

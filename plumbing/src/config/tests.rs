@@ -15,17 +15,35 @@ fn the_template_parses_back_to_the_defaults() {
 #[test]
 fn the_template_documents_every_key() {
     let keys = [
-        "port", "host", "base-url", "releases-url", "deployment-interval-secs",
-        "heartbeat-interval-secs", "state-dir", "path", "encryption-key",
-        "[artifact-registry.aws]", "[artifact-registry.gcp]", "[artifact-registry.azure]",
-        "kv", "storage", "[impersonation.aws]", "[impersonation.gcp]", "otlp-endpoint",
-        "[telemetry.headers]", "restart-backoff-initial-ms", "restart-backoff-max-secs",
-        "restart-stable-secs", "crash-loop-restarts", "crash-loop-window-secs",
-        "start-timeout-secs", "stop-timeout-secs",
+        "port",
+        "host",
+        "base-url",
+        "releases-url",
+        "deployment-interval-secs",
+        "heartbeat-interval-secs",
+        "state-dir",
+        "path",
+        "encryption-key",
+        "[artifact-registry.aws]",
+        "[artifact-registry.gcp]",
+        "[artifact-registry.azure]",
+        "kv",
+        "storage",
+        "[impersonation.aws]",
+        "[impersonation.gcp]",
+        "otlp-endpoint",
+        "[telemetry.headers]",
+        "restart-backoff-initial-ms",
+        "restart-backoff-max-secs",
+        "restart-stable-secs",
+        "crash-loop-restarts",
+        "crash-loop-window-secs",
+        "start-timeout-secs",
+        "stop-timeout-secs",
     ];
     for key in keys {
-        let documented = TEMPLATE.contains(&format!("# {key}"))
-            || TEMPLATE.contains(&format!("\n{key}\n"));
+        let documented =
+            TEMPLATE.contains(&format!("# {key}")) || TEMPLATE.contains(&format!("\n{key}\n"));
         assert!(documented, "template lacks {key}");
     }
 }
@@ -62,7 +80,10 @@ x-api-key = "secret-value"
         config.commands.kv,
         Some(KvBinding::Dynamodb { ref table_name, .. }) if table_name == "t"
     ));
-    assert!(!format!("{config:?}").contains("secret-value"), "headers leak through Debug");
+    assert!(
+        !format!("{config:?}").contains("secret-value"),
+        "headers leak through Debug"
+    );
 }
 
 fn parse_error(text: &str) -> (usize, Option<String>, String) {
@@ -77,10 +98,30 @@ fn parse_error(text: &str) -> (usize, Option<String>, String) {
 #[test]
 fn errors_name_the_line_and_the_key() {
     let cases = [
-        ("[server]\nport = \"x\"\n", 2, Some("server.port"), "invalid type"),
-        ("[server]\n\nfoo = 1\n", 3, Some("server.foo"), "unknown field `foo`"),
-        ("[bogus]\nx = 1\n", 1, Some("bogus"), "unknown field `bogus`"),
-        ("[server]\nport = 70000\n", 2, Some("server.port"), "expected u16"),
+        (
+            "[server]\nport = \"x\"\n",
+            2,
+            Some("server.port"),
+            "invalid type",
+        ),
+        (
+            "[server]\n\nfoo = 1\n",
+            3,
+            Some("server.foo"),
+            "unknown field `foo`",
+        ),
+        (
+            "[bogus]\nx = 1\n",
+            1,
+            Some("bogus"),
+            "unknown field `bogus`",
+        ),
+        (
+            "[server]\nport = 70000\n",
+            2,
+            Some("server.port"),
+            "expected u16",
+        ),
         ("[server\n", 1, None, "unclosed table"),
         (
             "[commands]\nkv = { service = \"dynamodb\", tableName = \"t\", region = \"r\", extra = 1 }\n",
@@ -112,7 +153,9 @@ fn the_file_name_appears_in_the_error() {
         config_file: Some(path.clone()),
         ..Overrides::default()
     };
-    let message = load_with_env(&overrides, no_env).expect_err("rejected").to_string();
+    let message = load_with_env(&overrides, no_env)
+        .expect_err("rejected")
+        .to_string();
     assert!(
         message.starts_with(&format!("{}:2:1: key `server.prot`", path.display())),
         "{message}"
@@ -151,9 +194,15 @@ fn environment_overrides_the_file_and_flags_override_both() {
     assert_eq!(config.server.port, 2000);
     assert_eq!(config.server.host, "127.0.0.1");
     assert_eq!(config.base_url(), "https://env.example.com");
-    assert_eq!(config.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert_eq!(
+        config.telemetry.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
     assert_eq!(config.data_dir(), std::path::Path::new("/srv/alien"));
-    assert_eq!(config.database_path(), PathBuf::from("/srv/alien/manager.db"));
+    assert_eq!(
+        config.database_path(),
+        PathBuf::from("/srv/alien/manager.db")
+    );
 
     overrides.port = Some(3000);
     overrides.data_dir = Some(PathBuf::from("/other"));
