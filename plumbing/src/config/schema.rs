@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -305,6 +306,18 @@ impl Config {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://localhost:{}", self.server.port),
         }
+    }
+
+    /// Where a process on this host reaches the manager's port: the listen address, with a
+    /// wildcard replaced by loopback.
+    pub fn local_addr(&self) -> SocketAddr {
+        // `validate` has checked that the host is an IP address.
+        let ip = match self.server.host.parse() {
+            Ok(IpAddr::V6(ip)) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            Ok(ip) if !ip.is_unspecified() => ip,
+            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, self.server.port)
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

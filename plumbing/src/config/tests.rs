@@ -243,3 +243,17 @@ fn invalid_forwarding_headers_are_refused() {
     let error = config.validate().expect_err("invalid name").to_string();
     assert!(error.contains("telemetry.headers.bad header"), "{error}");
 }
+
+#[test]
+fn the_local_address_replaces_a_wildcard_with_loopback() {
+    let mut config = Config::default();
+    let cases = [
+        ("0.0.0.0", "127.0.0.1:8080"),
+        ("::", "[::1]:8080"),
+        ("10.1.2.3", "10.1.2.3:8080"),
+    ];
+    for (host, expected) in cases {
+        config.server.host = host.into();
+        assert_eq!(config.local_addr().to_string(), expected);
+    }
+}

@@ -1,0 +1,122 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use plumbing::config::Overrides;
+use plumbing::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "alien",
+    version,
+    about = "alien-manager: ship your product into your customers' clouds",
+    long_about = "alien-manager stores releases, rolls them out to deployments, hosts the \
+                  registry for their images, routes commands to them and forwards their \
+                  telemetry.\n\nStart it with `alien serve`; the first start prints an admin \
+                  API key as `export ALIEN_MANAGER_URL=...` and `export ALIEN_API_KEY=...`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the manager: starts otelfwd, registryd, commandd and the manager, restarts them if
+    /// they die, and stops them in order on SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// Ask a running manager whether it is healthy: exit 0 if it is, 1 if not (for Docker's
+    /// HEALTHCHECK and load balancer scripts).
+    Health(HealthArgs),
+    /// Run one daemon in the foreground (what `alien serve` starts; also for systemd units).
+    #[command(hide = true)]
+    Daemon(DaemonArgs),
+}
+
+/// Where the configuration comes from; shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Configuration file [default: ./alien-manager.toml if present]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Port of the public API [default: 8080; env: PORT]
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 0.0.0.0; env: HOST]
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<String>,
+}
+
+impl ConfigArgs {
+    pub fn overrides(&self, data_dir: Option<PathBuf>) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            port: self.port,
+            host: self.host.clone(),
+            data_dir,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print a commented configuration template with every key and exit
+    #[arg(long)]
+    pub init: bool,
+    /// Directory for all state [default: ./alien-data; env: ALIEN_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Format of log lines on stderr
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Which daemon to run
+    #[arg(value_enum)]
+    pub daemon: DaemonName,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Directory for all state [default: ./alien-data; env: ALIEN_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Format of log lines on stderr
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+    /// (manager) An inherited, listening TCP socket to serve on instead of binding one
+    #[arg(long, value_name = "FD")]
+    pub listen_fd: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DaemonName {
+    Otelfwd,
+    Registryd,
+    Commandd,
+    Manager,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
