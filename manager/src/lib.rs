@@ -1,12 +1,75 @@
 //! The manager: the public HTTP API and the SQLite system of record.
+//!
+//! A request's path: [`server`] accepts it, [`routes`] handles it, [`auth`] says who sent it,
+//! and [`store`] is the only code that touches the database.
 
-use plumbing::DaemonContext;
+mod auth;
+mod bootstrap;
+mod error;
+mod ids;
+mod routes;
+mod server;
+mod store;
+mod token;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {}
+use plumbing::lock::LockFile;
+use plumbing::{Config, Daemon, DaemonContext};
+use tracing::warn;
+
+pub use error::Error;
+
+/// The one workspace and the one project of a standalone manager (spec §0).
+const DEFAULT_WORKSPACE: &str = "default";
+const DEFAULT_PROJECT: &str = "default";
 
 /// Runs the manager until `ctx.shutdown` is cancelled. `listener` is a socket the supervisor
 /// bound for us; without one the manager binds `[server] host`/`port` itself.
-pub async fn run(_ctx: DaemonContext, _listener: Option<std::net::TcpListener>) -> Result<(), Error> {
-    Ok(())
+pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) -> Result<(), Error> {
+    warn_inactive_config(&ctx.config);
+    plumbing::uds::ensure_run_dir(&ctx.data)?;
+    let _lock = LockFile::acquire(&ctx.data.daemon_lock(Daemon::Manager))?;
+    // Before the admin token: a start that cannot serve must not spend the one-time print.
+    let listener = server::listen(&ctx.config.server, listener).await?;
+    let store = store::Store::open(ctx.config.database_path()).await?;
+    bootstrap::admin_token(
+        &store,
+        ctx.data.root(),
+        ctx.config.base_url(),
+        std::io::stdout(),
+    )
+    .await?;
+    let state = server::AppState {
+        store,
+        data: ctx.data.clone(),
+    };
+    server::serve(listener, server::router(state), ctx.shutdown).await
 }
+
+/// The public manager acts on these settings; we accept them so that its files keep working,
+/// and say that they do nothing yet rather than ignore them silently. Only the keys are
+/// logged: the values may hold credentials.
+fn warn_inactive_config(config: &Config) {
+    let registry = &config.artifact_registry;
+    let impersonation = &config.impersonation;
+    let settings = [
+        ("artifact-registry.default", registry.default.is_some()),
+        ("artifact-registry.aws", registry.aws.is_some()),
+        ("artifact-registry.gcp", registry.gcp.is_some()),
+        ("artifact-registry.azure", registry.azure.is_some()),
+        ("impersonation.aws", impersonation.aws.is_some()),
+        ("impersonation.gcp", impersonation.gcp.is_some()),
+        ("impersonation.azure", impersonation.azure.is_some()),
+        ("commands.kv", config.commands.kv.is_some()),
+        ("commands.storage", config.commands.storage.is_some()),
+        (
+            "database.encryption-key",
+            config.database.encryption_key.is_some(),
+        ),
+    ];
+    for (key, _) in settings.into_iter().filter(|(_, set)| *set) {
+        warn!(key, "configuration accepted but not acted on yet");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+//! Schema migrations, versioned by `PRAGMA user_version`: version N means the first N entries
+//! of [`MIGRATIONS`] are applied. Append new ones; never edit an applied one.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+use tracing::info;
+
+use crate::Error;
+
+const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA];
+
+/// Spec §6.3, less `commands`, which commandd keeps.
+const INITIAL_SCHEMA: &str = "
+CREATE TABLE deployments (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    deployment_group_id TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    deployment_protocol_version INTEGER NOT NULL DEFAULT 1,
+    base_platform TEXT,
+    status TEXT NOT NULL,
+    stack_settings TEXT NOT NULL,
+    stack_state TEXT,
+    environment_info TEXT,
+    runtime_metadata TEXT,
+    current_release_id TEXT,
+    desired_release_id TEXT,
+    import_source TEXT,
+    setup_metadata TEXT,
+    setup_target TEXT,
+    setup_fingerprint TEXT,
+    setup_fingerprint_version INTEGER,
+    environment_variables TEXT,
+    deployment_token TEXT,
+    retry_requested INTEGER NOT NULL DEFAULT 0,
+    locked_by TEXT,
+    locked_at TEXT,
+    next_step_after TEXT,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at TEXT,
+    error TEXT,
+    workspace_id TEXT NOT NULL DEFAULT 'default',
+    project_id TEXT NOT NULL DEFAULT 'default',
+    input_values TEXT
+);
+
+CREATE TABLE releases (
+    id TEXT PRIMARY KEY,
+    stack TEXT NOT NULL,
+    git_commit_sha TEXT,
+    git_commit_ref TEXT,
+    git_commit_message TEXT,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    workspace_id TEXT NOT NULL DEFAULT 'default',
+    project_id TEXT NOT NULL DEFAULT 'default'
+);
+
+CREATE TABLE deployment_groups (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    max_deployments INTEGER NOT NULL DEFAULT 100,
+    deployment_count INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    workspace_id TEXT NOT NULL DEFAULT 'default',
+    project_id TEXT NOT NULL DEFAULT 'default'
+);
+
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    key_prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    deployment_group_id TEXT,
+    deployment_id TEXT,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+
+CREATE INDEX idx_deployments_group ON deployments(deployment_group_id);
+CREATE UNIQUE INDEX idx_deployments_group_name ON deployments(deployment_group_id, name);
+CREATE INDEX idx_deployments_status ON deployments(status);
+CREATE INDEX idx_deployments_locked ON deployments(locked_by, locked_at);
+CREATE INDEX idx_deployments_project ON deployments(workspace_id, project_id);
+CREATE INDEX idx_deployments_next_step ON deployments(status, next_step_after);
+CREATE INDEX idx_releases_project ON releases(workspace_id, project_id);
+CREATE INDEX idx_deployment_groups_project ON deployment_groups(workspace_id, project_id);
+";
+
+/// The schema version this build writes.
+const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database at `path` (named in errors) up to [`LATEST`], one transaction per
+/// migration, so that a crash leaves it at some whole version.
+pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    loop {
+        // IMMEDIATE takes the write lock before reading the version, so two processes
+        // cannot both apply the same migration.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let pending = usize::try_from(found)
+            .ok()
+            .and_then(|applied| MIGRATIONS.get(applied..))
+            .ok_or_else(|| Error::UnknownSchema {
+                path: path.to_path_buf(),
+                found,
+                supported: LATEST,
+            })?;
+        let Some(next) = pending.first() else {
+            return Ok(());
+        };
+        tx.execute_batch(next)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
+        tx.commit()?;
+        info!(version = found + 1, "database migrated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("user_version")
+    }
+
+    fn names(conn: &Connection, kind: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = ?1 AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .expect("prepare");
+        stmt.query_map([kind], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn a_fresh_database_gets_the_schema_and_reopening_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("manager.db");
+        let mut conn = Connection::open(&path).expect("open");
+        apply(&mut conn, &path).expect("migrate");
+        assert_eq!(user_version(&conn), 1);
+        assert_eq!(
+            names(&conn, "table"),
+            ["deployment_groups", "deployments", "releases", "tokens"]
+        );
+        assert_eq!(
+            names(&conn, "index"),
+            [
+                "idx_deployment_groups_project",
+                "idx_deployments_group",
+                "idx_deployments_group_name",
+                "idx_deployments_locked",
+                "idx_deployments_next_step",
+                "idx_deployments_project",
+                "idx_deployments_status",
+                "idx_releases_project",
+            ]
+        );
+        conn.execute(
+            "INSERT INTO tokens (id, type, key_prefix, key_hash) VALUES ('tok_1', 'admin', 'p', 'h')",
+            [],
+        )
+        .expect("insert");
+        drop(conn);
+
+        let mut conn = Connection::open(&path).expect("reopen");
+        apply(&mut conn, &path).expect("migrate again");
+        assert_eq!(user_version(&conn), 1);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM tokens", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(rows, 1, "data survives");
+    }
+
+    #[test]
+    fn the_deployment_name_is_unique_within_a_group() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        apply(&mut conn, Path::new(":memory:")).expect("migrate");
+        let insert = |id: &str, group: &str| {
+            conn.execute(
+                "INSERT INTO deployments (id, name, deployment_group_id, platform, status, stack_settings)
+                 VALUES (?1, 'web', ?2, 'aws', 'pending', '{}')",
+                [id, group],
+            )
+        };
+        insert("dep_1", "dg_a").expect("first");
+        insert("dep_2", "dg_b").expect("other group");
+        assert!(insert("dep_3", "dg_a").is_err(), "same group and name");
+    }
+
+    #[test]
+    fn a_newer_or_nonsensical_schema_version_is_refused() {
+        for version in [LATEST + 1, -1] {
+            let mut conn = Connection::open_in_memory().expect("open");
+            conn.pragma_update(None, "user_version", version)
+                .expect("set version");
+            let error = apply(&mut conn, Path::new("/data/manager.db")).expect_err("refused");
+            assert!(
+                matches!(error, Error::UnknownSchema { found, .. } if found == version),
+                "{error:?}"
+            );
+            assert!(error.to_string().contains("/data/manager.db"), "{error}");
+            assert_eq!(user_version(&conn), version, "left untouched");
+        }
+    }
+}
