@@ -29,10 +29,22 @@ fn init_prints_a_template_that_parses_back_to_the_defaults() {
 #[test]
 fn help_explains_the_commands_and_hides_the_internal_one() {
     let cases: [(&[&str], &[&str], &[&str]); 3] = [
-        (&["--help"], &["serve", "health", "ALIEN_API_KEY"], &["daemon"]),
+        (
+            &["--help"],
+            &["serve", "health", "ALIEN_API_KEY"],
+            &["daemon"],
+        ),
         (
             &["serve", "--help"],
-            &["--config", "--init", "--port", "--host", "--data-dir", "--log-format", "ALIEN_DATA_DIR"],
+            &[
+                "--config",
+                "--init",
+                "--port",
+                "--host",
+                "--data-dir",
+                "--log-format",
+                "ALIEN_DATA_DIR",
+            ],
             &[],
         ),
         (&["health", "--help"], &["exit 0", "--port"], &[]),
@@ -45,7 +57,10 @@ fn help_explains_the_commands_and_hides_the_internal_one() {
             assert!(help.contains(word), "{args:?} help lacks {word:?}:\n{help}");
         }
         for word in absent {
-            assert!(!help.contains(word), "{args:?} help shows {word:?}:\n{help}");
+            assert!(
+                !help.contains(word),
+                "{args:?} help shows {word:?}:\n{help}"
+            );
         }
     }
 }
@@ -60,7 +75,12 @@ fn argument_errors_exit_with_status_2() {
     ];
     for args in cases {
         let output = alien(args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
     }
 }
 
@@ -70,5 +90,9 @@ fn a_listen_fd_that_is_not_a_socket_is_refused() {
     let data = dir.path().to_str().expect("utf-8 path");
     let output = alien(&["daemon", "manager", "--data-dir", data, "--listen-fd", "0"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("--listen-fd 0 is not a socket"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("--listen-fd 0 is not a socket"),
+        "{}",
+        text(&output.stderr)
+    );
 }

@@ -100,7 +100,10 @@ pub fn load_with_env(
         config.database.path = Some(cwd.join(db));
     }
 
-    config.validate()?;
+    config.validate().map_err(|e| match &config.source {
+        Some(path) => e.in_file(path),
+        None => e,
+    })?;
     Ok(config)
 }
 

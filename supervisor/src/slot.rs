@@ -194,37 +194,41 @@ impl Slot {
             .map_err(|e| format!("cannot follow output: {e}"));
         let started = Instant::now();
 
-        let ready = tokio::select! {
-            ready = tokio::time::timeout(self.policy.start_timeout(), self.wait_ready()) => {
-                ready.unwrap_or_else(|_| Err(format!("not ready within {:?}", self.policy.start_timeout())))
-            }
-            status = &mut exited => Err(status.map_or_else(|_| "lost".into(), |s| describe(&s))),
+        let start = tokio::select! {
+            ready = tokio::time::timeout(self.policy.start_timeout(), self.wait_ready()) => match ready {
+                Ok(Ok(())) => Start::Ready,
+                Ok(Err(reason)) => Start::Hung(reason),
+                Err(_) => Start::Hung(format!("not ready within {:?}", self.policy.start_timeout())),
+            },
+            status = &mut exited => Start::Died(describe_wait(status)),
             deadline = &mut *stop => {
                 terminate(daemon, pid, &mut exited, deadline.unwrap_or_else(|_| Instant::now())).await;
                 self.forget(pid);
                 return None;
             }
         };
-        let death = match ready {
-            Ok(()) => {
+        let death = match start {
+            Start::Ready => {
                 info!(%daemon, pid = pid.as_raw(), ready_in = ?started.elapsed(), "ready");
                 if !*ever_ready {
                     *ever_ready = true;
                     let _ = self.events.send(Event::Ready(daemon));
                 }
                 tokio::select! {
-                    status = &mut exited => Some(status.map_or_else(|_| "exit status lost".into(), |s| describe(&s))),
+                    status = &mut exited => Some(describe_wait(status)),
                     deadline = &mut *stop => {
                         terminate(daemon, pid, &mut exited, deadline.unwrap_or_else(|_| Instant::now())).await;
                         None
                     }
                 }
             }
-            Err(reason) => {
+            Start::Hung(reason) => {
                 kill_group(pid, Signal::SIGKILL);
                 let _ = tokio::time::timeout(KILL_WAIT, &mut exited).await;
                 Some(reason)
             }
+            // `exited` has completed: polling it again would panic.
+            Start::Died(reason) => Some(reason),
         };
         self.forget(pid);
         // Whatever the daemon said last usually explains its death.
@@ -283,6 +287,18 @@ impl Drop for Slot {
     }
 }
 
+/// How a start ended.
+enum Start {
+    Ready,
+    /// Alive but not ready: it must be killed.
+    Hung(String),
+    Died(String),
+}
+
+fn describe_wait(status: Result<WaitStatus, oneshot::error::RecvError>) -> String {
+    status.map_or_else(|_| "exit status lost".into(), |s| describe(&s))
+}
+
 /// SIGTERM to the daemon's process group, then SIGKILL if it is still there at `deadline`.
 async fn terminate(
     daemon: Daemon,
@@ -294,7 +310,7 @@ async fn terminate(
     let deadline = tokio::time::Instant::from_std(deadline);
     match tokio::time::timeout_at(deadline, &mut *exited).await {
         Ok(status) => {
-            let status = status.map_or_else(|_| "exit status lost".into(), |s| describe(&s));
+            let status = describe_wait(status);
             info!(%daemon, %status, "stopped");
         }
         Err(_) => {
