@@ -119,3 +119,78 @@ fn a_supervisor_killed_with_sigkill_takes_its_daemons_with_it() {
     );
     assert!(server.wait_all_gone(Duration::from_secs(2)).is_empty());
 }
+
+/// A daemon that does not answer SIGTERM (here: stopped with SIGSTOP, as a hung process is)
+/// is killed when its share of the stop budget runs out, and the stop still ends in time.
+#[test]
+fn a_hung_daemon_is_killed_when_the_stop_budget_runs_out() {
+    let budget = Duration::from_secs(3);
+    let mut server = Server::start(Options {
+        config: Some(format!(
+            "[supervisor]\nstop-timeout-secs = {}\n",
+            budget.as_secs()
+        )),
+        ..Options::default()
+    });
+    server.wait_healthy(START);
+    let manager = server.daemon_pid("manager").expect("manager process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(manager), Signal::SIGSTOP)
+        .expect("SIGSTOP the manager");
+
+    let began = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server
+        .wait_exit(STOP)
+        .unwrap_or_else(|| panic!("still running after {STOP:?}\n{}", server.stderr()));
+    let took = began.elapsed();
+    // The manager gets a quarter of the budget, the others stop at once.
+    assert!(
+        took >= budget / 4,
+        "the hung manager was not waited for: {took:?}"
+    );
+    assert!(took < budget + Duration::from_secs(2), "took {took:?}");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(!procfs::is_running(manager), "the hung manager survived");
+    assert!(
+        server.stderr().contains("did not stop in time"),
+        "{}",
+        server.stderr()
+    );
+    assert!(server.wait_all_gone(Duration::from_secs(2)).is_empty());
+}
+
+/// A second signal during a slow stop does not wait for the budget: everything is killed.
+#[test]
+fn a_second_signal_kills_everything_at_once() {
+    let mut server = Server::start(Options {
+        config: Some("[supervisor]\nstop-timeout-secs = 60\n".into()),
+        ..Options::default()
+    });
+    server.wait_healthy(START);
+    let manager = server.daemon_pid("manager").expect("manager process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(manager), Signal::SIGSTOP)
+        .expect("SIGSTOP the manager");
+
+    let began = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let first = e2e::wait_for(Duration::from_secs(5), || {
+        server.stderr().contains("stopping").then_some(())
+    });
+    assert!(first.is_some(), "{}", server.stderr());
+    server.signal(Signal::SIGINT);
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("a second signal did not end it\n{}", server.stderr()));
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        began.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("second signal"),
+        "{}",
+        server.stderr()
+    );
+    assert!(server.wait_all_gone(Duration::from_secs(2)).is_empty());
+}
