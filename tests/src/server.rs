@@ -339,6 +339,29 @@ impl Server {
             .map(|p| p.pid)
     }
 
+    /// The pid of every daemon, in start order; each must be running.
+    pub fn daemon_pids(&self) -> Vec<i32> {
+        crate::DAEMONS
+            .iter()
+            .map(|name| {
+                self.daemon_pid(name)
+                    .unwrap_or_else(|| panic!("no {name} process"))
+            })
+            .collect()
+    }
+
+    /// SIGTERM, then an exit with status 0 within `timeout`, with nothing left running.
+    pub fn stop_cleanly(&mut self, timeout: Duration) {
+        self.sigterm();
+        let status = self.wait_exit(timeout);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}\n{}",
+            self.stderr()
+        );
+        assert!(self.wait_all_gone(Duration::from_secs(2)).is_empty());
+    }
+
     /// Waits for daemon `name` to run in a process other than `previous`.
     pub fn wait_daemon_pid(&self, name: &str, previous: Option<i32>, timeout: Duration) -> i32 {
         wait_for(timeout, || {

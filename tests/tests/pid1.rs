@@ -97,12 +97,5 @@ fn in_a_pid_namespace_the_supervisor_is_pid_1_and_reaps_orphans() {
     server.wait_healthy(Duration::from_secs(5));
 
     // As PID 1 it still stops on SIGTERM, in order, with exit status 0.
-    server.sigterm();
-    let status = server.wait_exit(Duration::from_secs(10));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}\n{}",
-        server.stderr()
-    );
-    assert!(server.wait_all_gone(Duration::from_secs(2)).is_empty());
+    server.stop_cleanly(Duration::from_secs(10));
 }

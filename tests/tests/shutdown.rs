@@ -26,14 +26,7 @@ fn a_stop_signal_stops_everything_in_reverse_order_and_exits_0() {
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
         let mut server = Server::start(Options::default());
         server.wait_healthy(START);
-        let daemons: Vec<i32> = DAEMONS
-            .iter()
-            .map(|name| {
-                server
-                    .daemon_pid(name)
-                    .unwrap_or_else(|| panic!("no {name} process"))
-            })
-            .collect();
+        let daemons = server.daemon_pids();
 
         let began = Instant::now();
         server.signal(signal);
@@ -89,14 +82,7 @@ fn a_stop_signal_stops_everything_in_reverse_order_and_exits_0() {
 fn a_supervisor_killed_with_sigkill_takes_its_daemons_with_it() {
     let mut server = Server::start(Options::default());
     server.wait_healthy(START);
-    let daemons: Vec<i32> = DAEMONS
-        .iter()
-        .map(|name| {
-            server
-                .daemon_pid(name)
-                .unwrap_or_else(|| panic!("no {name} process"))
-        })
-        .collect();
+    let daemons = server.daemon_pids();
 
     server.signal(Signal::SIGKILL);
     let status = server.wait_exit(Duration::from_secs(5));

@@ -45,12 +45,5 @@ fn runs_as_an_unprivileged_user() {
         );
     }
 
-    server.sigterm();
-    let status = server.wait_exit(Duration::from_secs(10));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}\n{}",
-        server.stderr()
-    );
-    assert!(server.wait_all_gone(Duration::from_secs(2)).is_empty());
+    server.stop_cleanly(Duration::from_secs(10));
 }
