@@ -79,34 +79,35 @@ impl Probe {
     }
 }
 
-#[derive(Debug)]
-pub struct Slot {
-    pub daemon: Daemon,
+/// What every slot shares with the supervisor.
+#[derive(Debug, Clone)]
+pub struct Shared {
     pub launch: Arc<Launch>,
     pub reaper: Reaper,
-    pub listener: Option<Arc<OwnedFd>>,
-    pub probe: Probe,
     pub policy: SupervisorConfig,
     pub log_format: LogFormat,
     pub events: mpsc::UnboundedSender<Event>,
     pub live: Live,
+}
+
+#[derive(Debug)]
+pub struct Slot {
+    daemon: Daemon,
+    shared: Shared,
+    /// The public port, for the manager.
+    listener: Option<Arc<OwnedFd>>,
+    probe: Probe,
     notify: UnixDatagram,
     notify_path: PathBuf,
 }
 
 impl Slot {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         daemon: Daemon,
         data: &DataDir,
-        launch: Arc<Launch>,
-        reaper: Reaper,
+        shared: Shared,
         listener: Option<Arc<OwnedFd>>,
         probe: Probe,
-        policy: SupervisorConfig,
-        log_format: LogFormat,
-        events: mpsc::UnboundedSender<Event>,
-        live: Live,
     ) -> std::io::Result<Slot> {
         let notify_path = data.notify_socket(daemon);
         match std::fs::remove_file(&notify_path) {
@@ -116,14 +117,9 @@ impl Slot {
         let notify = UnixDatagram::bind(&notify_path)?;
         Ok(Slot {
             daemon,
-            launch,
-            reaper,
+            shared,
             listener,
             probe,
-            policy,
-            log_format,
-            events,
-            live,
             notify,
             notify_path,
         })
@@ -132,7 +128,7 @@ impl Slot {
     /// Supervises until `stop` delivers the deadline by which the daemon must be gone.
     pub async fn run(self, mut stop: oneshot::Receiver<Instant>) {
         let daemon = self.daemon;
-        let mut tracker = RestartTracker::new(&self.policy);
+        let mut tracker = RestartTracker::new(&self.shared.policy);
         let mut ever_ready = false;
         let mut degraded = false;
         loop {
@@ -141,13 +137,16 @@ impl Slot {
                 return;
             };
             if !ever_ready {
-                let _ = self.events.send(Event::StartFailed { daemon, reason });
+                let _ = self
+                    .shared
+                    .events
+                    .send(Event::StartFailed { daemon, reason });
                 return;
             }
             let verdict = tracker.record_death(Instant::now(), started.elapsed(), jitter());
             if verdict.crash_loop {
                 if daemon.is_critical() {
-                    let _ = self.events.send(Event::CrashLoop {
+                    let _ = self.shared.events.send(Event::CrashLoop {
                         daemon,
                         deaths: tracker.deaths_in_window(),
                         window: tracker.window(),
@@ -178,27 +177,29 @@ impl Slot {
         let daemon = self.daemon;
         self.drain_notifications();
         let listener = self.listener.as_deref().map(|fd| fd.as_fd());
-        let (child, mut exited) = match self
-            .reaper
-            .spawn(|| self.launch.spawn(daemon, &self.notify_path, listener))
-        {
+        let (child, mut exited) = match self.shared.reaper.spawn(|| {
+            self.shared
+                .launch
+                .spawn(daemon, &self.notify_path, listener)
+        }) {
             Ok(spawned) => spawned,
             Err(e) => return Some(format!("cannot start: {e}")),
         };
         let pid = child.pid;
-        self.live
+        self.shared
+            .live
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(daemon, pid);
-        let output = Followed::start(daemon, child.stdout, child.stderr, self.log_format)
+        let output = Followed::start(daemon, child.stdout, child.stderr, self.shared.log_format)
             .map_err(|e| format!("cannot follow output: {e}"));
         let started = Instant::now();
 
         let start = tokio::select! {
-            ready = tokio::time::timeout(self.policy.start_timeout(), self.wait_ready()) => match ready {
+            ready = tokio::time::timeout(self.shared.policy.start_timeout(), self.wait_ready()) => match ready {
                 Ok(Ok(())) => Start::Ready,
                 Ok(Err(reason)) => Start::Hung(reason),
-                Err(_) => Start::Hung(format!("not ready within {:?}", self.policy.start_timeout())),
+                Err(_) => Start::Hung(format!("not ready within {:?}", self.shared.policy.start_timeout())),
             },
             status = &mut exited => Start::Died(describe_wait(status)),
             deadline = &mut *stop => {
@@ -212,7 +213,7 @@ impl Slot {
                 info!(%daemon, pid = pid.as_raw(), ready_in = ?started.elapsed(), "ready");
                 if !*ever_ready {
                     *ever_ready = true;
-                    let _ = self.events.send(Event::Ready(daemon));
+                    let _ = self.shared.events.send(Event::Ready(daemon));
                 }
                 tokio::select! {
                     status = &mut exited => Some(describe_wait(status)),
@@ -273,7 +274,11 @@ impl Slot {
     }
 
     fn forget(&self, pid: Pid) {
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut live = self
+            .shared
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if live.get(&self.daemon) == Some(&pid) {
             live.remove(&self.daemon);
         }

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::child::Launch;
 use crate::preflight::Prepared;
 use crate::reaper::Reaper;
-use crate::slot::{Event, Live, Probe, Slot, kill_group};
+use crate::slot::{Event, Live, Probe, Shared, Slot, kill_group};
 
 /// Backlog of the public port: connections queue here while a restarted manager starts.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -79,9 +79,15 @@ pub async fn supervise(
         ..
     } = prepared;
     let listener = Arc::new(OwnedFd::from(listener));
-    let launch = Arc::new(launch);
-    let live = Live::default();
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let shared = Shared {
+        launch: Arc::new(launch),
+        reaper,
+        policy: config.supervisor.clone(),
+        log_format,
+        events: events_tx,
+        live: Live::default(),
+    };
     let mut running: Vec<Running> = Vec::new();
     let began = Instant::now();
 
@@ -100,18 +106,13 @@ pub async fn supervise(
             let slot = Slot::new(
                 daemon,
                 &data,
-                launch.clone(),
-                reaper.clone(),
+                shared.clone(),
                 is_manager.then(|| listener.clone()),
                 if is_manager {
                     Probe::Tcp(probe_addr)
                 } else {
                     Probe::Unix(data.socket(daemon))
                 },
-                config.supervisor.clone(),
-                log_format,
-                events_tx.clone(),
-                live.clone(),
             );
             let slot = match slot {
                 Ok(slot) => slot,
@@ -167,7 +168,7 @@ pub async fn supervise(
     stop_all(
         running,
         config.supervisor.stop_timeout(),
-        &live,
+        &shared.live,
         &mut signals,
     )
     .await;
