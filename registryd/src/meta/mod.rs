@@ -1,0 +1,118 @@
+//! registryd's SQLite file, `<data>/registry/registry.db`: repositories, which blobs each
+//! repository may read, manifests and what they reference, tags, referrers and upload
+//! sessions. This module is the only code that speaks SQL.
+//!
+//! One connection serves the process. SQLite blocks, so every call runs on tokio's blocking
+//! pool through [`Meta::call`]. Holding that connection is also the registry's commit lock:
+//! the code that moves a blob file into place or removes one does so inside a `call`, so
+//! that a file's presence and its `blobs` row change together as far as any other request or
+//! the garbage collector can tell (see [`crate::gc`]).
+
+pub mod blobs;
+pub mod manifests;
+mod migrations;
+pub mod uploads;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+use tracing::{info, warn};
+
+use crate::error::Error;
+use crate::names::Name;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Meta {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Meta {
+    /// Opens and migrates the database at `path`, creating it if needed.
+    pub async fn open(path: PathBuf) -> Result<Meta, Error> {
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&path)).await??;
+        Ok(Meta {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool; no other call interleaves with it.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic unwinds through (and so rolls back) any transaction it was in; the
+            // connection itself stays sound.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await?
+    }
+}
+
+fn open_blocking(path: &Path) -> Result<Connection, Error> {
+    let opened = || -> rusqlite::Result<(Connection, String)> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let journal: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        // An acknowledged push must survive a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok((conn, journal))
+    };
+    let (mut conn, journal) = opened()?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        warn!(path = %path.display(), journal, "no write-ahead logging on this file system");
+    }
+    migrations::apply(&mut conn, path)?;
+    info!(path = %path.display(), "registry database open");
+    Ok(conn)
+}
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Records that `name` exists (from its first blob or manifest on).
+pub fn ensure_repo(conn: &Connection, name: &Name) -> Result<(), Error> {
+    conn.execute(
+        "INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?1, ?2)",
+        params![name.as_str(), now_ms()],
+    )?;
+    Ok(())
+}
+
+pub fn repo_exists(conn: &Connection, name: &Name) -> Result<bool, Error> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM repositories WHERE name = ?1)",
+        [name.as_str()],
+        |row| row.get(0),
+    )?)
+}
+
+/// Up to `limit` repository names after `last`, in lexical order.
+pub fn list_repos(conn: &Connection, last: &str, limit: u64) -> Result<Vec<String>, Error> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2")?;
+    let rows = stmt.query_map(params![last, clamp(limit)], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A `u64` count as an SQLite integer.
+pub fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An SQLite integer that holds a size or an offset (never negative when we wrote it).
+pub fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
