@@ -47,3 +47,4 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
     }
     None
 }
+pub mod api;
