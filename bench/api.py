@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Throughput and latency of four manager API requests under 32 concurrent connections, with
+1,000 deployments and 100 releases in the database, and the manager's memory.
+
+Usage: bench/api.py [--binary PATH] [--duration 10s] [--connections 32] [--threads 2]
+
+Without --binary it runs `cargo build --release -p cli` and uses target/release/alien. It
+starts `alien serve` on a fresh data directory and a free loopback port, seeds through the
+API (100 releases, then 10 deployment groups of 100 deployments each: local, pull model, so
+that the manager's own deployment loop leaves them alone, each desiring the latest release),
+then runs wrk (installed with apt-get when missing and we are root) against:
+
+  GET  /v1/deployments/{id}                    admin; a random one of the 1,000
+  GET  /v1/deployments?include=deploymentGroup admin; all 1,000 (there is no pagination)
+  POST /v1/releases                            admin; one small local stack
+  POST /v1/sync                                a deployment's own token, no report (an
+                                               agent's poll); a random one of 100
+
+and prints requests/s, p50 and p99 latency, non-2xx answers, and the manager daemon's
+resident memory (VmRSS) after seeding and after each run, and its peak (VmHWM).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+
+GROUPS = 10
+PER_GROUP = 100
+RELEASES = 100
+SYNC_AGENTS = 100
+
+STACK = {
+    "id": "my-app",
+    "resources": {
+        "api": {
+            "config": {
+                "type": "worker",
+                "id": "api",
+                "code": {"type": "image", "image": "localhost:8080/artifacts/default:api-1"},
+            },
+            "lifecycle": "live",
+            "dependencies": [],
+        }
+    },
+    "permissions": {"profiles": {}},
+}
+RELEASE = {"projectId": "default", "stack": {"local": STACK}}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+
+
+class Client:
+    def __init__(self, port, token):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.token = token
+
+    def call(self, method, path, body=None, status=200, token=None):
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        self.conn.request(method, path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        text = response.read()
+        if response.status != status:
+            sys.exit(f"{method} {path}: want {status}, got {response.status} {text[:300]!r}")
+        return json.loads(text) if text else None
+
+
+def start(binary, data):
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    token = None
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        if line.startswith("export ALIEN_API_KEY="):
+            token = line.strip().split("=", 1)[1]
+            break
+        if time.monotonic() > deadline:
+            break
+    if token is None:
+        proc.kill()
+        sys.exit("alien serve printed no admin token")
+    # Keep draining stdout so that the server never blocks on a full pipe.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.05)
+    return proc, port, token
+
+
+def manager_pid(supervisor):
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if ppid == supervisor and b"daemon" in argv and b"manager" in argv:
+            return int(entry)
+    sys.exit("no manager daemon under the supervisor")
+
+
+def memory_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def seed(client):
+    for _ in range(RELEASES):
+        client.call("POST", "/v1/releases", RELEASE, status=201)
+    deployments = []
+    for g in range(GROUPS):
+        group = client.call(
+            "POST", "/v1/deployment-groups", {"name": f"fleet-{g}", "maxDeployments": PER_GROUP}
+        )
+        for d in range(PER_GROUP):
+            created = client.call(
+                "POST",
+                "/v1/deployments",
+                {
+                    "name": f"customer-{g}-{d}",
+                    "platform": "local",
+                    "deploymentGroupId": group["id"],
+                    "stackSettings": {"deploymentModel": "pull"},
+                },
+                status=201,
+            )
+            deployments.append((created["deployment"]["id"], created["token"]))
+    return deployments
+
+
+def lua(value):
+    """A Lua literal of a string or a (nested) list of strings."""
+    if isinstance(value, list):
+        return "{" + ", ".join(lua(v) for v in value) + "}"
+    return json.dumps(value)
+
+
+def scripts(work, token, deployments):
+    ids = [d for d, _ in deployments]
+    agents = deployments[:SYNC_AGENTS]
+    common = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    files = {
+        "get-deployment": common
+        + f"local ids = {lua(ids)}\n"
+        + textwrap.dedent(
+            """
+            request = function()
+              return wrk.format("GET", "/v1/deployments/" .. ids[math.random(#ids)])
+            end
+            """
+        ),
+        "list-deployments": common
+        + 'wrk.path = "/v1/deployments?include=deploymentGroup"\n',
+        "create-release": common
+        + 'wrk.method = "POST"\n'
+        + 'wrk.headers["Content-Type"] = "application/json"\n'
+        + f"wrk.body = {json.dumps(json.dumps(RELEASE))}\n",
+        "sync": f"local agents = {lua([[d, t] for d, t in agents])}\n"
+        + textwrap.dedent(
+            """
+            request = function()
+              local agent = agents[math.random(#agents)]
+              local headers = {}
+              headers["Authorization"] = "Bearer " .. agent[2]
+              headers["Content-Type"] = "application/json"
+              return wrk.format("POST", "/v1/sync", headers, '{"deploymentId":"' .. agent[1] .. '"}')
+            end
+            """
+        ),
+    }
+    paths = {}
+    for name, text in files.items():
+        path = os.path.join(work, f"{name}.lua")
+        with open(path, "w") as f:
+            f.write(text)
+        paths[name] = path
+    return paths
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def millis(text):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * UNITS[unit]
+
+
+def run_wrk(port, script, args):
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}",
+        "--latency",
+        "-s",
+        script,
+        f"http://127.0.0.1:{port}",
+    ]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = millis(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = millis(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors:.*", out)
+    return rps, p50, p99, int(errors.group(1)) if errors else 0, socket_errors
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", help="an alien binary (default: build the release one)")
+    parser.add_argument("--duration", default="10s")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if args.binary:
+        binary = os.path.abspath(args.binary)
+    else:
+        subprocess.run(["cargo", "build", "--release", "-p", "cli"], check=True, cwd=root)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
+        binary = os.path.join(target, "release", "alien")
+    ensure_wrk()
+
+    work = tempfile.mkdtemp(prefix="alien-bench-api-")
+    proc = None
+    try:
+        proc, port, token = start(binary, os.path.join(work, "data"))
+        manager = manager_pid(proc.pid)
+        began = time.monotonic()
+        deployments = seed(Client(port, token))
+        print(
+            f"seeded {RELEASES} releases and {len(deployments)} deployments "
+            f"in {time.monotonic() - began:.1f} s ({binary})"
+        )
+        print(f"manager RSS after seeding: {memory_kib(manager, 'VmRSS') / 1024:.1f} MiB\n")
+        paths = scripts(work, token, deployments)
+        print(
+            f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency\n"
+            f"{'request':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'RSS MiB':>8}"
+        )
+        for label, name in [
+            ("GET /v1/deployments/{id}", "get-deployment"),
+            ("GET /v1/deployments?include=deploymentGroup", "list-deployments"),
+            ("POST /v1/releases", "create-release"),
+            ("POST /v1/sync", "sync"),
+        ]:
+            rps, p50, p99, errors, socket_errors = run_wrk(port, paths[name], args)
+            rss = memory_kib(manager, "VmRSS") / 1024
+            print(f"{label:<44} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:8d} {rss:8.1f}")
+            if socket_errors:
+                print(f"  {socket_errors.group(0)}")
+        print(f"\nmanager peak RSS (VmHWM): {memory_kib(manager, 'VmHWM') / 1024:.1f} MiB")
+    finally:
+        if proc is not None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
