@@ -99,7 +99,7 @@ pub fn delete_if_garbage(
 ) -> Result<Option<u64>, Error> {
     let size: Option<i64> = conn
         .prepare_cached(&format!(
-            "DELETE FROM blobs AS b WHERE b.digest = :digest AND {GARBAGE} RETURNING b.size"
+            "DELETE FROM blobs AS b WHERE b.digest = :digest AND {GARBAGE} RETURNING size"
         ))?
         .query_row(
             rusqlite::named_params! {":digest": digest, ":cutoff": cutoff},
