@@ -51,6 +51,8 @@ pub enum Error {
     Body(String),
     #[error("bad GC request: {0}")]
     GcRequest(String),
+    #[error("bad query parameter: {0}")]
+    BadQuery(String),
 
     // Our own failures: logged, and answered as 500 UNKNOWN without the cause.
     #[error("SQLite: {0}")]
@@ -129,7 +131,9 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => {
                 (S::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN", Value::Null)
             }
-            Error::GcRequest(_) => (S::BAD_REQUEST, "UNSUPPORTED", Value::Null),
+            Error::GcRequest(_) | Error::BadQuery(_) => {
+                (S::BAD_REQUEST, "UNSUPPORTED", Value::Null)
+            }
             Error::Db(_)
             | Error::Io { .. }
             | Error::UnknownSchema { .. }

@@ -181,7 +181,7 @@ impl Query {
             .get("n")
             .map(|n| {
                 n.parse::<u64>()
-                    .map_err(|_| Error::Unsupported(format!("n={n} is not a count")))
+                    .map_err(|_| Error::BadQuery(format!("n={n} is not a count")))
             })
             .transpose()?;
         Ok((n, self.get("last").unwrap_or("")))
