@@ -212,7 +212,8 @@ impl Server {
         };
         let found = wait_for(APPEAR, || {
             procfs::proc_info(spawned)
-                .filter(is_serve)
+                // Already exited (a failed start can take milliseconds): nothing else to find.
+                .filter(|p| is_serve(p) || p.is_zombie())
                 .or_else(|| procfs::children_of(spawned).into_iter().find(is_serve))
                 .map(|p| p.pid)
         });
