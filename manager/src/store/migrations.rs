@@ -8,7 +8,7 @@ use tracing::info;
 
 use crate::Error;
 
-const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA];
+const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA, CREATION_ORDER];
 
 /// Spec §6.3, less `commands`, which commandd keeps.
 const INITIAL_SCHEMA: &str = "
@@ -86,6 +86,32 @@ CREATE INDEX idx_releases_project ON releases(workspace_id, project_id);
 CREATE INDEX idx_deployment_groups_project ON deployment_groups(workspace_id, project_id);
 ";
 
+/// "Newest first" and "latest" by a sequence number rather than by `created_at`, which is
+/// text, ties within a millisecond, and moves with the clock. Existing rows are numbered in
+/// the order they were created; new ones take the next number inside their insert. Also the
+/// indexes the API's lists and filters need.
+const CREATION_ORDER: &str = "
+ALTER TABLE releases ADD COLUMN seq INTEGER;
+UPDATE releases SET seq = ordered.n
+FROM (SELECT rowid AS r, row_number() OVER (ORDER BY created_at, rowid) AS n FROM releases) AS ordered
+WHERE releases.rowid = ordered.r;
+CREATE UNIQUE INDEX idx_releases_seq ON releases(seq);
+
+ALTER TABLE deployment_groups ADD COLUMN seq INTEGER;
+UPDATE deployment_groups SET seq = ordered.n
+FROM (SELECT rowid AS r, row_number() OVER (ORDER BY created_at, rowid) AS n FROM deployment_groups) AS ordered
+WHERE deployment_groups.rowid = ordered.r;
+CREATE UNIQUE INDEX idx_deployment_groups_seq ON deployment_groups(seq);
+CREATE INDEX idx_deployment_groups_name ON deployment_groups(name);
+
+ALTER TABLE deployments ADD COLUMN seq INTEGER;
+UPDATE deployments SET seq = ordered.n
+FROM (SELECT rowid AS r, row_number() OVER (ORDER BY created_at, rowid) AS n FROM deployments) AS ordered
+WHERE deployments.rowid = ordered.r;
+CREATE UNIQUE INDEX idx_deployments_seq ON deployments(seq);
+CREATE INDEX idx_deployments_group_seq ON deployments(deployment_group_id, seq);
+";
+
 /// The schema version this build writes.
 const LATEST: i64 = MIGRATIONS.len() as i64;
 
@@ -140,7 +166,7 @@ mod tests {
         let path = dir.path().join("manager.db");
         let mut conn = Connection::open(&path).expect("open");
         apply(&mut conn, &path).expect("migrate");
-        assert_eq!(user_version(&conn), 1);
+        assert_eq!(user_version(&conn), LATEST);
         assert_eq!(
             names(&conn, "table"),
             ["deployment_groups", "deployments", "releases", "tokens"]
@@ -148,14 +174,19 @@ mod tests {
         assert_eq!(
             names(&conn, "index"),
             [
+                "idx_deployment_groups_name",
                 "idx_deployment_groups_project",
+                "idx_deployment_groups_seq",
                 "idx_deployments_group",
                 "idx_deployments_group_name",
+                "idx_deployments_group_seq",
                 "idx_deployments_locked",
                 "idx_deployments_next_step",
                 "idx_deployments_project",
+                "idx_deployments_seq",
                 "idx_deployments_status",
                 "idx_releases_project",
+                "idx_releases_seq",
             ]
         );
         conn.execute(
@@ -167,11 +198,53 @@ mod tests {
 
         let mut conn = Connection::open(&path).expect("reopen");
         apply(&mut conn, &path).expect("migrate again");
-        assert_eq!(user_version(&conn), 1);
+        assert_eq!(user_version(&conn), LATEST);
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM tokens", [], |row| row.get(0))
             .expect("count");
         assert_eq!(rows, 1, "data survives");
+    }
+
+    #[test]
+    fn a_version_1_database_is_numbered_in_creation_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("manager.db");
+        let mut conn = Connection::open(&path).expect("open");
+        let tx = conn.transaction().expect("begin");
+        tx.execute_batch(MIGRATIONS[0]).expect("version 1");
+        tx.pragma_update(None, "user_version", 1)
+            .expect("set version");
+        // Inserted out of order, with a tie, and in the public manager's nanosecond form.
+        tx.execute_batch(
+            "INSERT INTO releases (id, stack, created_at) VALUES
+                 ('rel_c', '{}', '2026-01-03T00:00:00.000000001+00:00'),
+                 ('rel_a', '{}', '2026-01-01T00:00:00+00:00'),
+                 ('rel_b1', '{}', '2026-01-02T00:00:00+00:00'),
+                 ('rel_b2', '{}', '2026-01-02T00:00:00+00:00');
+             INSERT INTO deployment_groups (id, name, created_at) VALUES
+                 ('dg_2', 'b', '2026-01-02T00:00:00+00:00'),
+                 ('dg_1', 'a', '2026-01-01T00:00:00+00:00');
+             INSERT INTO deployments (id, name, deployment_group_id, platform, status, stack_settings, created_at) VALUES
+                 ('dep_2', 'b', 'dg_1', 'aws', 'running', '{}', '2026-01-02T00:00:00+00:00'),
+                 ('dep_1', 'a', 'dg_1', 'aws', 'running', '{}', '2026-01-01T00:00:00+00:00');",
+        )
+        .expect("rows");
+        tx.commit().expect("commit");
+
+        apply(&mut conn, &path).expect("migrate");
+        assert_eq!(user_version(&conn), LATEST);
+        let order = |table: &str| -> Vec<String> {
+            let mut stmt = conn
+                .prepare(&format!("SELECT id FROM {table} ORDER BY seq"))
+                .expect("prepare");
+            stmt.query_map([], |row| row.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        assert_eq!(order("releases"), ["rel_a", "rel_b1", "rel_b2", "rel_c"]);
+        assert_eq!(order("deployment_groups"), ["dg_1", "dg_2"]);
+        assert_eq!(order("deployments"), ["dep_1", "dep_2"]);
     }
 
     #[test]
