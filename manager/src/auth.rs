@@ -102,7 +102,7 @@ fn token_from_header(header: Option<&HeaderValue>) -> Result<String, Error> {
 pub async fn authenticate(store: &Store, token: String) -> Result<Subject, Error> {
     let hash = token::hash(&token);
     let record = store
-        .call({
+        .read({
             let hash = hash.clone();
             move |conn| tokens::find_by_hash(conn, &hash)
         })

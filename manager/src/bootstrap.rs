@@ -29,7 +29,7 @@ where
 {
     let legacy = data_dir.join(LEGACY_TOKEN_FILE);
     store
-        .call(move |conn| bootstrap(conn, &legacy, &base_url, out))
+        .write(move |conn| bootstrap(conn, &legacy, &base_url, out))
         .await
 }
 
@@ -159,7 +159,7 @@ mod tests {
 
     async fn stored_tokens(store: &Store) -> Vec<(String, String, String)> {
         store
-            .call(|conn| {
+            .read(|conn| {
                 let mut stmt = conn.prepare("SELECT type, key_prefix, key_hash FROM tokens")?;
                 let rows = stmt
                     .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?

@@ -46,6 +46,9 @@ pub enum Error {
     #[error("database worker: {0}")]
     DatabaseWorker(#[from] tokio::task::JoinError),
 
+    #[error("the database's reading connections are closed")]
+    ReadersClosed,
+
     #[error("token {id} has type {kind:?}, which this manager does not know")]
     UnknownTokenType { id: String, kind: String },
 

@@ -81,7 +81,7 @@ mod tests {
             let raw = RawToken::generate(kind).expect("random");
             let id = ids::token().expect("random");
             store
-                .call({
+                .write({
                     let (raw, id) = (raw.clone(), id.clone());
                     move |conn| {
                         tokens::insert(

@@ -1,7 +1,9 @@
 //! The SQLite system of record. This module is the only owner of the database file.
 //!
-//! One connection serves the whole process. SQLite calls block, so every query runs on
-//! tokio's blocking pool through [`Store::call`], never on the reactor.
+//! One connection writes, so writes never wait on each other's locks and a transaction sees
+//! no interleaved writer; a small pool of connections reads, which WAL lets run beside the
+//! writer. SQLite calls block, so every query runs on tokio's blocking pool, never on the
+//! reactor; a caller waiting for a connection waits asynchronously and holds no thread.
 
 mod migrations;
 pub mod tokens;
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::Error;
@@ -18,43 +21,127 @@ use crate::Error;
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Prepared statements kept per connection: every query the API runs fits.
+const STATEMENT_CACHE: usize = 64;
+
+/// Readers beyond the machine's parallelism only queue on the CPU, and two keep a slow read
+/// from stalling every other one.
+const MAX_READERS: usize = 8;
+const MIN_READERS: usize = 2;
+
 /// An SQL expression for the current time as RFC 3339 in the `+00:00` form the public
 /// manager writes (spec §1.2).
 pub const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')";
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<tokio::sync::Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    /// One permit per idle connection, so that taking one never finds the stack empty.
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl Store {
     /// Opens (creating it and its directory if needed) and migrates the database at `path`.
     pub async fn open(path: PathBuf) -> Result<Store, Error> {
-        let conn = tokio::task::spawn_blocking(move || open_blocking(&path)).await??;
+        let (writer, readers, path) = tokio::task::spawn_blocking(move || {
+            let writer = open_writer(&path)?;
+            let count = std::thread::available_parallelism()
+                .map_or(MIN_READERS, usize::from)
+                .clamp(MIN_READERS, MAX_READERS);
+            let readers = (0..count)
+                .map(|_| open_reader(&path))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, Error>((writer, readers, path))
+        })
+        .await??;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            readers: Arc::new(Readers {
+                path,
+                permits: Arc::new(Semaphore::new(readers.len())),
+                idle: Mutex::new(readers),
+            }),
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool. Whatever `f` does in one call is
-    /// not interleaved with any other call; for atomicity on disk, open a transaction in it.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, Error>
+    /// Runs `f` with the writing connection. Whatever `f` does in one call is not interleaved
+    /// with any other write; for atomicity on disk, use [`Store::transaction`] or open one.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        // A call that panicked has unwound through its transaction, which rolled back, so
+        // the connection is still sound for the next one.
+        let mut conn = Arc::clone(&self.writer).lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&mut conn)).await?
+    }
+
+    /// Runs `f` on a reading connection inside one read transaction, so that its queries see
+    /// a single snapshot. Writes from `f` fail (`query_only`).
+    pub async fn read<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = Arc::clone(&self.readers.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ReadersClosed)?;
+        let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
-            // A call that panicked has unwound through its transaction, which rolled back:
-            // the connection is still sound, so the poison is not passed on.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
+            let mut conn = readers.take()?;
+            let tx = conn.transaction()?;
+            let value = f(&tx);
+            // After a failed `f` this ends the snapshot all the same: nothing was written.
+            tx.commit()?;
+            readers.give_back(conn);
+            drop(permit);
+            value
         })
         .await?
     }
 }
 
-fn open_blocking(path: &Path) -> Result<Connection, Error> {
+impl Readers {
+    /// An idle connection. The stack is empty only after a call panicked and its connection
+    /// was dropped while unwinding; a new one takes its place.
+    fn take(&self) -> Result<Connection, Error> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open_reader(&self.path),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+    }
+}
+
+/// Pragmas every connection needs: a wait for locks instead of an immediate failure, and
+/// room for the API's prepared statements.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "foreign_keys", "ON")
+}
+
+fn open_writer(path: &Path) -> Result<Connection, Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
             path: dir.to_path_buf(),
@@ -63,13 +150,12 @@ fn open_blocking(path: &Path) -> Result<Connection, Error> {
     }
     let opened = || -> rusqlite::Result<(Connection, String)> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        configure(&conn)?;
         let journal_mode =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         // FULL rather than the public manager's NORMAL: a token or deployment acknowledged to
         // a client must survive a power cut.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok((conn, journal_mode))
     };
     let (mut conn, journal_mode) = opened().map_err(|source| Error::OpenDatabase {
@@ -88,6 +174,21 @@ fn open_blocking(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
+/// A connection that cannot write, so that a mistake in a read path fails loudly instead of
+/// writing beside the single writer.
+fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let opened = || -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        configure(&conn)?;
+        conn.pragma_update(None, "query_only", "ON")?;
+        Ok(conn)
+    };
+    opened().map_err(|source| Error::OpenDatabase {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,7 +200,7 @@ mod tests {
             .await
             .expect("open");
         let (journal, synchronous, foreign_keys, busy): (String, i64, i64, i64) = store
-            .call(|conn| {
+            .write(|conn| {
                 let get = |name| conn.pragma_query_value(None, name, |row| row.get::<_, i64>(0));
                 Ok((
                     conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?,
@@ -117,13 +218,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readers_see_committed_writes_and_cannot_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("manager.db"))
+            .await
+            .expect("open");
+        store
+            .write(|conn| {
+                conn.execute(
+                    "INSERT INTO tokens (id, type, key_prefix, key_hash) VALUES ('tok_1', 'admin', 'p', 'h')",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("insert");
+        let count: i64 = store
+            .read(|conn| Ok(conn.query_row("SELECT count(*) FROM tokens", [], |row| row.get(0))?))
+            .await
+            .expect("count");
+        assert_eq!(count, 1);
+        let refused = store
+            .read(|conn| Ok(conn.execute("DELETE FROM tokens", [])?))
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_read_leaves_the_pool_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("manager.db"))
+            .await
+            .expect("open");
+        let readers = store.readers.permits.available_permits();
+        for _ in 0..=readers {
+            let panicked = store
+                .read(|_| -> Result<(), Error> { panic!("a bug in a read path") })
+                .await;
+            assert!(
+                matches!(panicked, Err(Error::DatabaseWorker(_))),
+                "{panicked:?}"
+            );
+        }
+        for _ in 0..=readers {
+            store.read(|_| Ok(())).await.expect("a reader is there");
+        }
+    }
+
+    #[tokio::test]
     async fn now_is_rfc3339_utc() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path().join("manager.db"))
             .await
             .expect("open");
         let now: String = store
-            .call(|conn| Ok(conn.query_row(&format!("SELECT {NOW}"), [], |row| row.get(0))?))
+            .read(|conn| Ok(conn.query_row(&format!("SELECT {NOW}"), [], |row| row.get(0))?))
             .await
             .expect("now");
         // 2026-01-02T03:04:05.123+00:00

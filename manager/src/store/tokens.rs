@@ -45,20 +45,20 @@ pub fn insert(conn: &Connection, token: &NewToken<'_>) -> Result<(), Error> {
 }
 
 pub fn find_by_hash(conn: &Connection, key_hash: &str) -> Result<Option<TokenRecord>, Error> {
+    // Cached: every authenticated request runs it.
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, type, key_hash, deployment_group_id, deployment_id FROM tokens WHERE key_hash = ?1",
-            [key_hash],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            },
-        )
+        )?
+        .query_row([key_hash], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
         .optional()?;
     row.map(|(id, kind, key_hash, deployment_group_id, deployment_id)| {
         let kind = TokenKind::from_db(&kind).ok_or_else(|| Error::UnknownTokenType {
