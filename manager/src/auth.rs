@@ -1,8 +1,10 @@
 //! Who is calling (spec §1.5, §2.1): the `Authorization` header, the token it carries, and
 //! the subject that token stands for.
 //!
-//! A handler that needs a caller takes a [`Subject`] argument; the request is refused with
-//! 401 before the handler runs when there is none.
+//! A handler without a body takes a [`Subject`] argument; the request is refused with 401
+//! before the handler runs when there is none. A handler with a body takes a [`Caller`]
+//! and authenticates it after reading the body, because the public manager reports a bad
+//! body before a missing token (spec §1.4).
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderValue;
@@ -71,6 +73,40 @@ impl FromRequestParts<AppState> for Subject {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let token = token_from_header(parts.headers.get(AUTHORIZATION))?;
         authenticate(&state.store, token).await
+    }
+}
+
+/// The `Authorization` header of a request, not yet looked at.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    authorization: Option<HeaderValue>,
+}
+
+impl Caller {
+    pub async fn authenticate(&self, store: &Store) -> Result<Subject, Error> {
+        let token = token_from_header(self.authorization.as_ref())?;
+        authenticate(store, token).await
+    }
+
+    /// The token of a `Bearer` header, which the agent sync hands back to the agent as its
+    /// deployment token; `None` for Basic or no header.
+    pub fn bearer(&self) -> Option<String> {
+        self.authorization
+            .as_ref()?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+            .map(str::to_owned)
+    }
+}
+
+impl<S: Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            authorization: parts.headers.get(AUTHORIZATION).cloned(),
+        })
     }
 }
 
@@ -257,6 +293,19 @@ mod tests {
                 "{record:?}"
             );
         }
+    }
+
+    #[test]
+    fn only_bearer_headers_yield_a_bearer() {
+        let caller = |value: Option<&str>| Caller {
+            authorization: value.map(|v| HeaderValue::from_str(v).expect("header")),
+        };
+        assert_eq!(
+            caller(Some("Bearer ax_deploy_1")).bearer().as_deref(),
+            Some("ax_deploy_1")
+        );
+        assert_eq!(caller(Some(&basic("u:ax_deploy_1"))).bearer(), None);
+        assert_eq!(caller(None).bearer(), None);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The manager's one error type, and the one place it becomes a wire response.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,13 +8,91 @@ use std::path::PathBuf;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use plumbing::envelope::ErrorEnvelope;
+use serde_json::json;
 use tracing::error;
 
+/// What a handler can fail with. The variants up to [`Error::PlainText`] are answers to the
+/// client, each with the code, status and context keys of spec §1.3/§1.4; the rest are
+/// internal failures, logged and answered as `GENERIC_ERROR`/500.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request carries no credential we accept. The reason is the wire message of spec §1.5.
     #[error("{0}")]
     Unauthorized(&'static str),
+
+    #[error("{0}")]
+    Forbidden(Cow<'static, str>),
+
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("Deployment '{deployment_id}' not found")]
+    DeploymentNotFound { deployment_id: String },
+
+    #[error("Deployment group '{deployment_group_id}' not found")]
+    DeploymentGroupNotFound { deployment_group_id: String },
+
+    #[error("Release '{release_id}' not found")]
+    ReleaseNotFound { release_id: String },
+
+    /// The public manager answers this with a 500 (spec §3.2); an unknown id is the
+    /// client's mistake, so ours is a 404.
+    #[error("Token {token_id} not found")]
+    TokenNotFound { token_id: String },
+
+    #[error("Deployment name '{name}' already exists in deployment group '{deployment_group_id}'")]
+    DeploymentNameConflict {
+        name: String,
+        deployment_group_id: String,
+    },
+
+    #[error(
+        "Deployment group '{deployment_group_id}' has reached maximum deployments ({max_deployments})"
+    )]
+    MaxDeploymentsReached {
+        deployment_group_id: String,
+        max_deployments: i64,
+    },
+
+    /// A lease is no longer the caller's. The public manager reports no holder.
+    #[error("Deployment '{deployment_id}' is locked")]
+    DeploymentLocked { deployment_id: String },
+
+    #[error("Deployment '{deployment_id}' is already in status '{status}'")]
+    DeploymentAlreadyDeleting {
+        deployment_id: String,
+        status: String,
+    },
+
+    #[error(
+        "Setup import format version {found} is not supported by this manager, which accepts versions {minimum} to {current}"
+    )]
+    IncompatibleSetupImport {
+        found: serde_json::Value,
+        minimum: u64,
+        current: u64,
+    },
+
+    #[error("Expected request with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+
+    #[error("Failed to parse the request body as JSON: {0}")]
+    MalformedJson(String),
+
+    /// The body is JSON but not of the expected shape; `field` is the path to the offending
+    /// value (`.` for the body itself).
+    #[error("Failed to deserialize the JSON body into the target type: {field}: {reason}")]
+    InvalidBody { field: String, reason: String },
+
+    #[error("Request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+
+    #[error("Failed to read the request body: {0}")]
+    UnreadableBody(String),
+
+    /// The few answers the public manager gives as `text/plain` (spec §3.15).
+    #[error("{message}")]
+    PlainText { status: StatusCode, message: String },
 
     #[error(transparent)]
     Socket(#[from] plumbing::uds::UdsError),
@@ -49,6 +128,38 @@ pub enum Error {
     #[error("the database's reading connections are closed")]
     ReadersClosed,
 
+    #[error("{table} {id}: column {column} holds invalid JSON: {source}")]
+    CorruptRecord {
+        table: &'static str,
+        id: String,
+        column: &'static str,
+        source: serde_json::Error,
+    },
+
+    #[error("encoding JSON: {0}")]
+    Json(#[from] serde_json::Error),
+
+    #[error(
+        "deployment {deployment_id} has platform {platform:?}, which this manager does not know"
+    )]
+    UnknownPlatform {
+        deployment_id: String,
+        platform: String,
+    },
+
+    #[error("signing key {}: {source}", path.display())]
+    SigningKey { path: PathBuf, source: io::Error },
+
+    #[error(
+        "signing key {} holds {len} bytes instead of {expected}; restore it from a backup, or delete it to have a new one generated (outstanding signed URLs then stop working)",
+        path.display()
+    )]
+    SigningKeyLength {
+        path: PathBuf,
+        len: u64,
+        expected: usize,
+    },
+
     #[error("token {id} has type {kind:?}, which this manager does not know")]
     UnknownTokenType { id: String, kind: String },
 
@@ -73,26 +184,331 @@ pub enum Error {
     Serve(io::Error),
 }
 
+impl Error {
+    pub fn forbidden(reason: &'static str) -> Error {
+        Error::Forbidden(Cow::Borrowed(reason))
+    }
+
+    pub fn deployment_not_found(id: &str) -> Error {
+        Error::DeploymentNotFound {
+            deployment_id: id.to_owned(),
+        }
+    }
+
+    /// The envelope of an answer to the client; `None` for an internal failure.
+    fn envelope(&self) -> Option<ErrorEnvelope> {
+        let message = self.to_string();
+        let (status, code, context) = match self {
+            Error::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                json!({ "reason": message }),
+            ),
+            Error::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                json!({ "reason": message }),
+            ),
+            Error::BadRequest(_) | Error::MalformedJson(_) | Error::UnreadableBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                json!({ "reason": message }),
+            ),
+            Error::DeploymentNotFound { deployment_id } => (
+                StatusCode::NOT_FOUND,
+                "DEPLOYMENT_NOT_FOUND",
+                json!({ "deployment_id": deployment_id }),
+            ),
+            Error::DeploymentGroupNotFound {
+                deployment_group_id,
+            } => (
+                StatusCode::NOT_FOUND,
+                "DEPLOYMENT_GROUP_NOT_FOUND",
+                json!({ "deployment_group_id": deployment_group_id }),
+            ),
+            Error::ReleaseNotFound { release_id } => (
+                StatusCode::NOT_FOUND,
+                "RELEASE_NOT_FOUND",
+                json!({ "release_id": release_id }),
+            ),
+            Error::TokenNotFound { token_id } => (
+                StatusCode::NOT_FOUND,
+                "TOKEN_NOT_FOUND",
+                json!({ "token_id": token_id }),
+            ),
+            Error::DeploymentNameConflict {
+                name,
+                deployment_group_id,
+            } => (
+                StatusCode::CONFLICT,
+                "DEPLOYMENT_NAME_CONFLICT",
+                json!({ "name": name, "deployment_group_id": deployment_group_id }),
+            ),
+            Error::MaxDeploymentsReached {
+                deployment_group_id,
+                max_deployments,
+            } => (
+                StatusCode::BAD_REQUEST,
+                "MAX_DEPLOYMENTS_REACHED",
+                json!({
+                    "deployment_group_id": deployment_group_id,
+                    "max_deployments": max_deployments,
+                }),
+            ),
+            Error::DeploymentLocked { deployment_id } => (
+                StatusCode::CONFLICT,
+                "DEPLOYMENT_LOCKED",
+                json!({ "deployment_id": deployment_id, "locked_by": null }),
+            ),
+            Error::DeploymentAlreadyDeleting {
+                deployment_id,
+                status,
+            } => (
+                StatusCode::CONFLICT,
+                "DEPLOYMENT_ALREADY_DELETING",
+                json!({ "deployment_id": deployment_id, "status": status }),
+            ),
+            Error::IncompatibleSetupImport {
+                found,
+                minimum,
+                current,
+            } => (
+                StatusCode::BAD_REQUEST,
+                "INCOMPATIBLE_SETUP_IMPORT",
+                json!({
+                    "found_version": found,
+                    "minimum_supported_version": minimum,
+                    "current_version": current,
+                }),
+            ),
+            Error::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                json!({ "reason": message }),
+            ),
+            Error::InvalidBody { field, reason } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_ERROR",
+                json!({ "field": field, "reason": reason }),
+            ),
+            Error::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                json!({ "limit_bytes": limit }),
+            ),
+            _ => return None,
+        };
+        Some(ErrorEnvelope::new(status, code, message).with_context(context))
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let envelope = match self {
-            Error::Unauthorized(reason) => {
-                ErrorEnvelope::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", reason)
-                    .with_context(serde_json::json!({ "reason": reason }))
-            }
+        if let Error::PlainText { status, message } = self {
+            return (status, message).into_response();
+        }
+        match self.envelope() {
+            Some(envelope) => envelope.into_response(),
             // A client learns nothing of an internal failure; the operator reads it in the log.
-            internal => {
-                error!(error = %internal, "request failed");
-                ErrorEnvelope::internal()
+            None => {
+                error!(error = %self, "request failed");
+                ErrorEnvelope::internal().into_response()
             }
-        };
-        envelope.into_response()
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn wire(error: Error) -> (StatusCode, Option<String>, Vec<u8>) {
+        let response = error.into_response();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, content_type, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn each_code_has_its_status_message_and_context() {
+        let id = || "dep_1".to_owned();
+        // (error, status, code, message, context)
+        let cases = [
+            (
+                Error::Unauthorized("Invalid token"),
+                401,
+                "UNAUTHORIZED",
+                "Invalid token",
+                json!({"reason": "Invalid token"}),
+            ),
+            (
+                Error::forbidden("Access denied"),
+                403,
+                "FORBIDDEN",
+                "Access denied",
+                json!({"reason": "Access denied"}),
+            ),
+            (
+                Error::BadRequest("No platform stack provided".into()),
+                400,
+                "BAD_REQUEST",
+                "No platform stack provided",
+                json!({"reason": "No platform stack provided"}),
+            ),
+            (
+                Error::deployment_not_found("dep_1"),
+                404,
+                "DEPLOYMENT_NOT_FOUND",
+                "Deployment 'dep_1' not found",
+                json!({"deployment_id": "dep_1"}),
+            ),
+            (
+                Error::DeploymentGroupNotFound {
+                    deployment_group_id: "dg_1".into(),
+                },
+                404,
+                "DEPLOYMENT_GROUP_NOT_FOUND",
+                "Deployment group 'dg_1' not found",
+                json!({"deployment_group_id": "dg_1"}),
+            ),
+            (
+                Error::ReleaseNotFound {
+                    release_id: "latest".into(),
+                },
+                404,
+                "RELEASE_NOT_FOUND",
+                "Release 'latest' not found",
+                json!({"release_id": "latest"}),
+            ),
+            (
+                Error::TokenNotFound {
+                    token_id: "tok_1".into(),
+                },
+                404,
+                "TOKEN_NOT_FOUND",
+                "Token tok_1 not found",
+                json!({"token_id": "tok_1"}),
+            ),
+            (
+                Error::DeploymentNameConflict {
+                    name: "web".into(),
+                    deployment_group_id: "dg_1".into(),
+                },
+                409,
+                "DEPLOYMENT_NAME_CONFLICT",
+                "Deployment name 'web' already exists in deployment group 'dg_1'",
+                json!({"name": "web", "deployment_group_id": "dg_1"}),
+            ),
+            (
+                Error::MaxDeploymentsReached {
+                    deployment_group_id: "dg_1".into(),
+                    max_deployments: 2,
+                },
+                400,
+                "MAX_DEPLOYMENTS_REACHED",
+                "Deployment group 'dg_1' has reached maximum deployments (2)",
+                json!({"deployment_group_id": "dg_1", "max_deployments": 2}),
+            ),
+            (
+                Error::DeploymentLocked {
+                    deployment_id: id(),
+                },
+                409,
+                "DEPLOYMENT_LOCKED",
+                "Deployment 'dep_1' is locked",
+                json!({"deployment_id": "dep_1", "locked_by": null}),
+            ),
+            (
+                Error::DeploymentAlreadyDeleting {
+                    deployment_id: id(),
+                    status: "deleting".into(),
+                },
+                409,
+                "DEPLOYMENT_ALREADY_DELETING",
+                "Deployment 'dep_1' is already in status 'deleting'",
+                json!({"deployment_id": "dep_1", "status": "deleting"}),
+            ),
+            (
+                Error::IncompatibleSetupImport {
+                    found: json!(2),
+                    minimum: 1,
+                    current: 1,
+                },
+                400,
+                "INCOMPATIBLE_SETUP_IMPORT",
+                "Setup import format version 2 is not supported by this manager, which accepts versions 1 to 1",
+                json!({"found_version": 2, "minimum_supported_version": 1, "current_version": 1}),
+            ),
+            (
+                Error::UnsupportedMediaType,
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Expected request with `Content-Type: application/json`",
+                json!({"reason": "Expected request with `Content-Type: application/json`"}),
+            ),
+            (
+                Error::MalformedJson("EOF".into()),
+                400,
+                "BAD_REQUEST",
+                "Failed to parse the request body as JSON: EOF",
+                json!({"reason": "Failed to parse the request body as JSON: EOF"}),
+            ),
+            (
+                Error::InvalidBody {
+                    field: "name".into(),
+                    reason: "invalid type".into(),
+                },
+                422,
+                "VALIDATION_ERROR",
+                "Failed to deserialize the JSON body into the target type: name: invalid type",
+                json!({"field": "name", "reason": "invalid type"}),
+            ),
+            (
+                Error::PayloadTooLarge { limit: 10 },
+                413,
+                "PAYLOAD_TOO_LARGE",
+                "Request body is larger than the limit of 10 bytes",
+                json!({"limit_bytes": 10}),
+            ),
+        ];
+        for (error, status, code, message, context) in cases {
+            let (got_status, content_type, body) = wire(error).await;
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(got_status.as_u16(), status, "{code}");
+            assert_eq!(content_type.as_deref(), Some("application/json"), "{code}");
+            assert_eq!(
+                body,
+                json!({
+                    "code": code,
+                    "message": message,
+                    "context": context,
+                    "retryable": false,
+                    "internal": false,
+                    "httpStatusCode": status,
+                }),
+                "{code}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_text_answers_stay_plain_text() {
+        let (status, content_type, body) = wire(Error::PlainText {
+            status: StatusCode::NOT_FOUND,
+            message: "No artifact registries configured".into(),
+        })
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(content_type.is_some_and(|t| t.starts_with("text/plain")));
+        assert_eq!(body, b"No artifact registries configured");
+    }
 
     #[tokio::test]
     async fn internal_failures_are_sanitized() {

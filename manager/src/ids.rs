@@ -6,8 +6,22 @@ const LENGTH: usize = 28;
 
 const LOWER_ALPHANUMERIC: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
+const ALPHANUMERIC: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
 pub fn token() -> Result<String, Error> {
     generate("tok_", LOWER_ALPHANUMERIC)
+}
+
+pub fn deployment() -> Result<String, Error> {
+    generate("dep_", LOWER_ALPHANUMERIC)
+}
+
+pub fn deployment_group() -> Result<String, Error> {
+    generate("dg_", LOWER_ALPHANUMERIC)
+}
+
+pub fn release() -> Result<String, Error> {
+    generate("rel_", ALPHANUMERIC)
 }
 
 fn generate(prefix: &str, alphabet: &'static [u8]) -> Result<String, Error> {
@@ -37,15 +51,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_ids_are_tok_and_28_lowercase_alphanumerics() {
-        let id = token().expect("random");
-        let (prefix, rest) = id.split_at(4);
-        assert_eq!(prefix, "tok_");
-        assert_eq!(rest.len(), LENGTH);
-        assert!(
-            rest.bytes().all(|b| LOWER_ALPHANUMERIC.contains(&b)),
-            "{id}"
-        );
-        assert_ne!(token().expect("random"), id);
+    fn ids_have_their_prefix_and_28_characters_of_their_alphabet() {
+        type Generator = fn() -> Result<String, Error>;
+        let cases: [(Generator, &str, &[u8]); 4] = [
+            (token, "tok_", LOWER_ALPHANUMERIC),
+            (deployment, "dep_", LOWER_ALPHANUMERIC),
+            (deployment_group, "dg_", LOWER_ALPHANUMERIC),
+            (release, "rel_", ALPHANUMERIC),
+        ];
+        for (generate, prefix, alphabet) in cases {
+            let id = generate().expect("random");
+            let rest = id.strip_prefix(prefix).expect("prefix");
+            assert_eq!(rest.len(), LENGTH, "{id}");
+            assert!(rest.bytes().all(|b| alphabet.contains(&b)), "{id}");
+            assert_ne!(generate().expect("random"), id);
+        }
+    }
+
+    #[test]
+    fn release_ids_use_both_cases() {
+        let letters: String = (0..20)
+            .map(|_| release().expect("random"))
+            .flat_map(|id| id.chars().skip(4).collect::<Vec<_>>())
+            .collect();
+        assert!(letters.chars().any(|c| c.is_ascii_uppercase()), "{letters}");
+        assert!(letters.chars().any(|c| c.is_ascii_lowercase()), "{letters}");
     }
 }

@@ -4,13 +4,19 @@
 //! and [`store`] is the only code that touches the database.
 
 mod auth;
+mod authz;
 mod bootstrap;
 mod error;
+mod extract;
 mod ids;
+mod lifecycle;
 mod routes;
 mod server;
+mod signing_key;
+mod stack;
 mod store;
 mod token;
+mod wire;
 
 use plumbing::lock::LockFile;
 use plumbing::{Config, Daemon, DaemonContext};
@@ -31,6 +37,7 @@ pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) ->
     // Before the admin token: a start that cannot serve must not spend the one-time print.
     let listener = server::listen(&ctx.config.server, listener).await?;
     let store = store::Store::open(ctx.config.database_path()).await?;
+    let signing_key = signing_key::SigningKey::load_or_create(ctx.data.root())?;
     bootstrap::admin_token(
         &store,
         ctx.data.root(),
@@ -38,9 +45,17 @@ pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) ->
         std::io::stdout(),
     )
     .await?;
+    // Locks are not cleared here, unlike the public manager: no loop of ours holds any, and
+    // a push client's lease must survive a restart of the manager. A lock whose holder died
+    // is broken by the next acquire after five minutes (spec §5.3).
     let state = server::AppState {
         store,
         data: ctx.data.clone(),
+        base_url: ctx.config.base_url().into(),
+        registries: std::sync::Arc::new(routes::build_config::RegistryRoutes::from_config(
+            &ctx.config.artifact_registry,
+        )),
+        signing_key,
     };
     server::serve(listener, server::router(state), ctx.shutdown).await
 }

@@ -2,9 +2,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{delete, get, post, put};
 use plumbing::config::ServerConfig;
 use plumbing::{DataDir, notify};
 use tokio::net::TcpListener;
@@ -12,18 +14,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::Error;
-use crate::routes::{health, whoami};
+use crate::extract::BODY_LIMIT;
+use crate::routes::build_config::RegistryRoutes;
+use crate::routes::{
+    build_config, deployment_groups, deployments, health, initialize, releases, sync, tokens,
+    unsupported, whoami,
+};
+use crate::signing_key::SigningKey;
 use crate::store::Store;
-
-/// The public manager's limit on request bodies (axum's default, spec §0), set explicitly so
-/// that it does not move with axum.
-const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// What handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
     pub data: DataDir,
+    /// The public URL, without a trailing slash.
+    pub base_url: Arc<str>,
+    pub registries: Arc<RegistryRoutes>,
+    #[expect(
+        dead_code,
+        reason = "command response URLs and registry upload sessions, in their issues, sign with it"
+    )]
+    pub signing_key: SigningKey,
 }
 
 /// Unknown paths get axum's empty 404 and known paths with another method its empty 405,
@@ -32,6 +44,45 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/v1/whoami", get(whoami::whoami))
+        .route("/v1/tokens", get(tokens::list))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
+        .route("/v1/releases", post(releases::create).get(releases::list))
+        // Before `{id}` in the spec's words; axum prefers the literal segment regardless.
+        .route("/v1/releases/latest", get(releases::latest))
+        .route("/v1/releases/{id}", get(releases::get))
+        .route(
+            "/v1/deployment-groups",
+            post(deployment_groups::create).get(deployment_groups::list),
+        )
+        .route("/v1/deployment-groups/{id}", get(deployment_groups::get))
+        .route(
+            "/v1/deployment-groups/{id}/tokens",
+            post(deployment_groups::create_token),
+        )
+        .route(
+            "/v1/deployments",
+            post(deployments::create).get(deployments::list),
+        )
+        .route("/v1/deployments/{id}", get(deployments::get))
+        .route("/v1/deployments/{id}/info", get(deployments::info))
+        .route("/v1/deployments/{id}/delete", post(deployments::delete))
+        .route("/v1/deployments/{id}/retry", post(deployments::retry))
+        .route("/v1/deployments/{id}/redeploy", post(deployments::redeploy))
+        .route(
+            "/v1/deployments/{id}/vault/{vault}/secrets/{key}",
+            put(unsupported::vault_put).get(unsupported::vault_get),
+        )
+        .route("/v1/initialize", post(initialize::initialize))
+        .route("/v1/sync", post(sync::sync))
+        .route("/v1/sync/acquire", post(sync::acquire))
+        .route("/v1/sync/reconcile", post(sync::reconcile))
+        .route("/v1/sync/renew", post(sync::renew))
+        .route("/v1/sync/release", post(sync::release))
+        .route("/v1/stack/import", post(unsupported::stack_import))
+        .route("/v1/credentials/mint", post(unsupported::mint_credentials))
+        .route("/v1/bindings/resolve", post(unsupported::resolve_binding))
+        .route("/v1/build-config", get(build_config::build_config))
+        .route("/v1/platforms", get(build_config::platforms))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

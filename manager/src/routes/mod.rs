@@ -1,4 +1,12 @@
 //! One module per section of the spec's HTTP API (§3).
 
+pub mod build_config;
+pub mod deployment_groups;
+pub mod deployments;
 pub mod health;
+pub mod initialize;
+pub mod releases;
+pub mod sync;
+pub mod tokens;
+pub mod unsupported;
 pub mod whoami;

@@ -5,14 +5,18 @@
 //! writer. SQLite calls block, so every query runs on tokio's blocking pool, never on the
 //! reactor; a caller waiting for a connection waits asynchronously and holds no thread.
 
+pub mod deployment_groups;
+pub mod deployments;
 mod migrations;
+pub mod releases;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -32,6 +36,38 @@ const MIN_READERS: usize = 2;
 /// An SQL expression for the current time as RFC 3339 in the `+00:00` form the public
 /// manager writes (spec §1.2).
 pub const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')";
+
+/// [`NOW`] moved by the seconds in the SQL parameter `seconds` (`?` or `?N`): lock staleness
+/// and `next_step_after` compare as text against `NOW`, so they must have its exact form.
+pub fn now_plus(seconds: &str) -> String {
+    format!("strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', printf('%+.3f seconds', {seconds}))")
+}
+
+/// A JSON column as raw JSON, handed to the client without being parsed into a tree.
+pub fn json_column(
+    table: &'static str,
+    id: &str,
+    column: &'static str,
+    text: String,
+) -> Result<Box<RawValue>, Error> {
+    RawValue::from_string(text).map_err(|source| Error::CorruptRecord {
+        table,
+        id: id.to_owned(),
+        column,
+        source,
+    })
+}
+
+/// An optional JSON column, see [`json_column`].
+pub fn optional_json_column(
+    table: &'static str,
+    id: &str,
+    column: &'static str,
+    text: Option<String>,
+) -> Result<Option<Box<RawValue>>, Error> {
+    text.map(|text| json_column(table, id, column, text))
+        .transpose()
+}
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -82,6 +118,23 @@ impl Store {
         // the connection is still sound for the next one.
         let mut conn = Arc::clone(&self.writer).lock_owned().await;
         tokio::task::spawn_blocking(move || f(&mut conn)).await?
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction, committed when `f` succeeds: the write lock is
+    /// taken before the first read, so what `f` reads still holds when it writes, even
+    /// against another process sharing the file.
+    pub async fn transaction<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
     }
 
     /// Runs `f` on a reading connection inside one read transaction, so that its queries see
@@ -224,8 +277,8 @@ mod tests {
             .await
             .expect("open");
         store
-            .write(|conn| {
-                conn.execute(
+            .transaction(|tx| {
+                tx.execute(
                     "INSERT INTO tokens (id, type, key_prefix, key_hash) VALUES ('tok_1', 'admin', 'p', 'h')",
                     [],
                 )?;

@@ -86,3 +86,41 @@ pub fn first_admin_prefix(conn: &Connection) -> Result<Option<String>, Error> {
         )
         .optional()?)
 }
+
+/// A token as listed to an admin: never its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenListing {
+    pub id: String,
+    pub kind: String,
+    pub key_prefix: String,
+    pub deployment_group_id: Option<String>,
+    pub deployment_id: Option<String>,
+    pub created_at: String,
+}
+
+/// Newest first.
+pub fn list(conn: &Connection) -> Result<Vec<TokenListing>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, type, key_prefix, deployment_group_id, deployment_id, created_at
+         FROM tokens ORDER BY created_at DESC, rowid DESC",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok(TokenListing {
+            id: row.get(0)?,
+            kind: row.get(1)?,
+            key_prefix: row.get(2)?,
+            deployment_group_id: row.get(3)?,
+            deployment_id: row.get(4)?,
+            created_at: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes a token; `false` when there is none with that id.
+pub fn delete(conn: &Connection, id: &str) -> Result<bool, Error> {
+    Ok(conn
+        .prepare_cached("DELETE FROM tokens WHERE id = ?1")?
+        .execute([id])?
+        == 1)
+}

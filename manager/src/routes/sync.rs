@@ -1,0 +1,402 @@
+//! The sync family (spec §3.8): leases for push clients that drive a deployment from outside
+//! (acquire, renew, reconcile, release), and the pull agent's periodic sync.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tracing::{debug, warn};
+
+use crate::Error;
+use crate::auth::{Caller, Subject};
+use crate::authz::{Op, Target, authorize};
+use crate::extract::JsonBody;
+use crate::lifecycle::lease::{StatusFilter, valid_acquire_mode};
+use crate::lifecycle::reconcile::{self, Recorded};
+use crate::routes::deployments::target;
+use crate::server::AppState;
+use crate::store::deployments::{self, AcquireQuery, Deployment};
+use crate::store::releases;
+use crate::wire::sync::{
+    AcquireRequest, AcquireResponse, AcquiredDeployment, AgentSyncRequest, AgentSyncResponse,
+    DeploymentConfig, DeploymentRecord, DeploymentState, EnvironmentSnapshot, LeaseRequest,
+    ReconcileRequest, ReconcileResponse, ReleaseInfo, SyncTarget, TargetRelease,
+};
+use crate::wire::{Platform, Success, zulu};
+
+/// The session the agent sync reports under: agents hold no lease.
+const AGENT_SESSION: &str = "agent-sync";
+
+pub async fn acquire(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<AcquireRequest>,
+) -> Result<Json<AcquireResponse>, Error> {
+    let subject = caller.authenticate(&state.store).await?;
+    match &request.deployment_ids {
+        Some(ids) => authorize_all(&state, &subject, ids.clone()).await?,
+        None => authorize(&subject, Op::AcquireAny, Target::Nothing)?,
+    }
+    if let Some(mode) = request
+        .acquire_mode
+        .as_deref()
+        .filter(|mode| !valid_acquire_mode(mode))
+    {
+        return Err(Error::BadRequest(format!("Invalid acquireMode: {mode}")));
+    }
+    let filter = StatusFilter::new(request.statuses.as_deref());
+    let acquired = state
+        .store
+        .transaction(move |tx| {
+            deployments::acquire(
+                tx,
+                &AcquireQuery {
+                    session: &request.session,
+                    model: request.deployment_model,
+                    statuses: &filter,
+                    ids: request.deployment_ids.as_deref(),
+                    platforms: request.platforms.as_deref(),
+                    limit: request.limit,
+                },
+            )
+        })
+        .await?;
+    let deployments = acquired
+        .into_iter()
+        .map(|deployment| {
+            Ok(AcquiredDeployment {
+                deployment: record(deployment)?,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(Json(AcquireResponse { deployments }))
+}
+
+/// Every named deployment exists (404) and may be synced by `subject` (403).
+async fn authorize_all(state: &AppState, subject: &Subject, ids: Vec<String>) -> Result<(), Error> {
+    let groups = state
+        .store
+        .read(move |conn| {
+            ids.into_iter()
+                .map(|id| match deployments::group_of(conn, &id)? {
+                    Some(group) => Ok((id, group)),
+                    None => Err(Error::DeploymentNotFound { deployment_id: id }),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    for (id, group_id) in &groups {
+        authorize(
+            subject,
+            Op::SyncDeployment,
+            Target::Deployment { id, group_id },
+        )
+        .map_err(|_| Error::forbidden("Access denied: cannot acquire these deployments"))?;
+    }
+    Ok(())
+}
+
+/// Persists a push client's report. Not gated on the lease: the only guard is that a report
+/// never undoes a pending delete (spec §5.4).
+pub async fn reconcile(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<ReconcileRequest>,
+) -> Result<Json<ReconcileResponse>, Error> {
+    let subject = caller.authenticate(&state.store).await?;
+    let current = state
+        .store
+        .transaction(move |tx| {
+            let deployment = load(tx, &subject, &request.deployment_id)?;
+            let mut report: DeploymentState = serde_json::from_str(request.state.get())
+                .map_err(|e| Error::BadRequest(format!("Invalid deployment state: {e}")))?;
+            reconcile::preserve_gate_answers(
+                parse(deployment.runtime_metadata.as_deref())?.as_ref(),
+                &mut report,
+            );
+            if report.target_release.is_none()
+                && let Some(desired) = &deployment.desired_release_id
+                && let Some(Some(stack)) =
+                    releases::platform_stack(tx, desired, &deployment.platform)?
+            {
+                report.target_release = Some(ReleaseInfo {
+                    release_id: Some(desired.clone()),
+                    version: None,
+                    description: None,
+                    stack: serde_json::from_str(stack.get())?,
+                });
+            }
+            let write = reconcile::write(
+                &recorded(&deployment),
+                &report,
+                &request.session,
+                request.suggested_delay_ms,
+            );
+            deployments::apply_report(tx, &deployment.id, &report, &write)?;
+            // The client adopts what it is answered: a kept pending delete, not its report.
+            report.status = write.status;
+            Ok(report)
+        })
+        .await?;
+    Ok(Json(ReconcileResponse {
+        success: true,
+        current,
+    }))
+}
+
+pub async fn renew(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<LeaseRequest>,
+) -> Result<Json<Success>, Error> {
+    let subject = caller.authenticate(&state.store).await?;
+    state
+        .store
+        .transaction(move |tx| {
+            let deployment = load(tx, &subject, &request.deployment_id)?;
+            if deployments::renew_lock(tx, &deployment.id, &request.session)? {
+                Ok(())
+            } else {
+                Err(Error::DeploymentLocked {
+                    deployment_id: deployment.id,
+                })
+            }
+        })
+        .await?;
+    Ok(Json(Success::new()))
+}
+
+/// Always succeeds: a lease that is not the session's is left alone.
+pub async fn release(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<LeaseRequest>,
+) -> Result<Json<Success>, Error> {
+    let subject = caller.authenticate(&state.store).await?;
+    state
+        .store
+        .transaction(move |tx| {
+            let deployment = load(tx, &subject, &request.deployment_id)?;
+            deployments::release_lock(tx, &deployment.id, &request.session)
+        })
+        .await?;
+    Ok(Json(Success::new()))
+}
+
+/// The pull agent's sync: take its report (unless stale), answer with the release it should
+/// deploy and, when the manager knows better than the agent, the state to adopt.
+pub async fn sync(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<AgentSyncRequest>,
+) -> Result<Json<AgentSyncResponse>, Error> {
+    let subject = caller.authenticate(&state.store).await?;
+    let bearer = caller.bearer();
+    let base_url = state.base_url.to_string();
+    let report = request.current_state.as_deref().and_then(|raw| {
+        serde_json::from_str::<DeploymentState>(raw.get())
+            .inspect_err(|error| {
+                debug!(deployment_id = %request.deployment_id, %error, "ignoring an agent report that is not a deployment state");
+            })
+            .ok()
+    });
+    let response = state
+        .store
+        .transaction(move |tx| {
+            let mut deployment = load(tx, &subject, &request.deployment_id)?;
+            let mut ignored = false;
+            if let Some(mut report) = report {
+                let recorded = recorded(&deployment);
+                if reconcile::sync_ignores(&recorded, &report) {
+                    ignored = true;
+                } else {
+                    reconcile::preserve_gate_answers(
+                        parse(deployment.runtime_metadata.as_deref())?.as_ref(),
+                        &mut report,
+                    );
+                    let write = reconcile::write(&recorded, &report, AGENT_SESSION, None);
+                    deployments::apply_report(tx, &deployment.id, &report, &write)?;
+                    deployment = deployments::get(tx, &deployment.id)?
+                        .ok_or_else(|| Error::deployment_not_found(&deployment.id))?;
+                }
+            }
+            let target = match reconcile::sync_target(&recorded(&deployment)) {
+                Some(release_id) => {
+                    match releases::platform_stack(tx, release_id, &deployment.platform)? {
+                        None => None,
+                        // The public manager fails the sync (500). The agent could then not
+                        // even report; without a target it keeps what it runs, and the
+                        // operator reads why in the log.
+                        Some(None) => {
+                            warn!(
+                                deployment_id = %deployment.id,
+                                release_id,
+                                platform = %deployment.platform,
+                                "the desired release has no stack for the deployment's platform; no target sent"
+                            );
+                            None
+                        }
+                        Some(Some(stack)) => Some(SyncTarget {
+                            release_info: TargetRelease {
+                                release_id: release_id.to_owned(),
+                                stack,
+                            },
+                            config: config(&deployment, bearer, base_url.clone())?,
+                        }),
+                    }
+                }
+                None => None,
+            };
+            let current_state =
+                if ignored || deployment.retry_requested || deployment.status().is_deleting() {
+                    Some(record_state(tx, &deployment, target.as_ref())?)
+                } else {
+                    None
+                };
+            Ok(AgentSyncResponse {
+                current_state,
+                target,
+                commands_url: format!("{base_url}/v1"),
+            })
+        })
+        .await?;
+    Ok(Json(response))
+}
+
+/// The deployment `id` if it exists (404) and `subject` may sync it (403).
+fn load(conn: &rusqlite::Connection, subject: &Subject, id: &str) -> Result<Deployment, Error> {
+    let deployment = deployments::get(conn, id)?.ok_or_else(|| Error::deployment_not_found(id))?;
+    authorize(subject, Op::SyncDeployment, target(&deployment))?;
+    Ok(deployment)
+}
+
+fn recorded(deployment: &Deployment) -> Recorded<'_> {
+    Recorded {
+        status: deployment.status(),
+        retry_requested: deployment.retry_requested,
+        current_release_id: deployment.current_release_id.as_deref(),
+        desired_release_id: deployment.desired_release_id.as_deref(),
+        locked_by: deployment.locked_by.as_deref(),
+        has_state: deployment.stack_state.is_some()
+            || deployment.environment_info.is_some()
+            || deployment.runtime_metadata.is_some(),
+    }
+}
+
+fn parse(raw: Option<&RawValue>) -> Result<Option<Value>, Error> {
+    Ok(raw.map(|raw| serde_json::from_str(raw.get())).transpose()?)
+}
+
+/// The record as the agent should see it, with its releases' stacks filled in.
+fn record_state(
+    conn: &rusqlite::Connection,
+    deployment: &Deployment,
+    target: Option<&SyncTarget>,
+) -> Result<DeploymentState, Error> {
+    let platform = Platform::parse(&deployment.platform).ok_or_else(|| Error::UnknownPlatform {
+        deployment_id: deployment.id.clone(),
+        platform: deployment.platform.clone(),
+    })?;
+    let current_release = match &deployment.current_release_id {
+        Some(id) => releases::platform_stack(conn, id, &deployment.platform)?
+            .flatten()
+            .map(|stack| release_info(id, &stack))
+            .transpose()?,
+        None => None,
+    };
+    let target_release = target
+        .map(|target| release_info(&target.release_info.release_id, &target.release_info.stack))
+        .transpose()?;
+    Ok(DeploymentState {
+        status: deployment.status(),
+        platform,
+        current_release,
+        target_release,
+        stack_state: parse(deployment.stack_state.as_deref())?,
+        error: parse(deployment.error.as_deref())?,
+        environment_info: parse(deployment.environment_info.as_deref())?,
+        runtime_metadata: parse(deployment.runtime_metadata.as_deref())?,
+        retry_requested: deployment.retry_requested,
+        protocol_version: deployment.deployment_protocol_version,
+    })
+}
+
+fn release_info(id: &str, stack: &RawValue) -> Result<ReleaseInfo, Error> {
+    Ok(ReleaseInfo {
+        release_id: Some(id.to_owned()),
+        version: None,
+        description: None,
+        stack: serde_json::from_str(stack.get())?,
+    })
+}
+
+/// What the agent deploys the target with.
+fn config(
+    deployment: &Deployment,
+    bearer: Option<String>,
+    manager_url: String,
+) -> Result<DeploymentConfig, Error> {
+    let stack_settings: Value = serde_json::from_str(deployment.stack_settings.get())?;
+    let external_bindings = stack_settings
+        .get("externalBindings")
+        .filter(|bindings| !bindings.is_null())
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    Ok(DeploymentConfig {
+        deployment_name: deployment.name.clone(),
+        stack_settings,
+        input_values: or_empty(deployment.input_values.clone(), "{}")?,
+        environment_variables: EnvironmentSnapshot {
+            variables: or_empty(deployment.environment_variables.clone(), "[]")?,
+            hash: "",
+            created_at: "",
+        },
+        external_bindings,
+        base_platform: deployment.base_platform.clone(),
+        manager_url,
+        deployment_token: bearer,
+        observe_all_namespaces: false,
+    })
+}
+
+/// A stored JSON value, or `empty` in its place.
+fn or_empty(raw: Option<Box<RawValue>>, empty: &str) -> Result<Box<RawValue>, Error> {
+    match raw {
+        Some(raw) => Ok(raw),
+        None => Ok(RawValue::from_string(empty.to_owned())?),
+    }
+}
+
+/// The record as the public manager serializes it into acquire answers.
+fn record(deployment: Deployment) -> Result<DeploymentRecord, Error> {
+    Ok(DeploymentRecord {
+        id: deployment.id,
+        workspace_id: deployment.workspace_id,
+        project_id: deployment.project_id,
+        name: deployment.name,
+        deployment_group_id: deployment.deployment_group_id,
+        platform: deployment.platform,
+        deployment_protocol_version: deployment.deployment_protocol_version,
+        base_platform: deployment.base_platform,
+        status: deployment.status,
+        stack_settings: deployment.stack_settings,
+        stack_state: deployment.stack_state,
+        environment_info: deployment.environment_info,
+        runtime_metadata: deployment.runtime_metadata,
+        current_release_id: deployment.current_release_id,
+        desired_release_id: deployment.desired_release_id,
+        import_source: deployment.import_source,
+        setup_metadata: deployment.setup_metadata,
+        setup_target: deployment.setup_target,
+        setup_fingerprint: deployment.setup_fingerprint,
+        setup_fingerprint_version: deployment.setup_fingerprint_version,
+        user_environment_variables: deployment.environment_variables,
+        input_values: or_empty(deployment.input_values, "{}")?,
+        retry_requested: deployment.retry_requested,
+        locked_by: deployment.locked_by,
+        locked_at: deployment.locked_at.as_deref().map(zulu),
+        created_at: zulu(&deployment.created_at),
+        updated_at: deployment.updated_at.as_deref().map(zulu),
+        error: deployment.error,
+    })
+}
