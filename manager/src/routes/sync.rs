@@ -200,67 +200,104 @@ pub async fn sync(
             })
             .ok()
     });
-    let response = state
-        .store
-        .transaction(move |tx| {
-            let mut deployment = load(tx, &subject, &request.deployment_id)?;
-            let mut ignored = false;
-            if let Some(mut report) = report {
-                let recorded = recorded(&deployment);
-                if reconcile::sync_ignores(&recorded, &report) {
-                    ignored = true;
-                } else {
-                    reconcile::preserve_gate_answers(
-                        parse(deployment.runtime_metadata.as_deref())?.as_ref(),
-                        &mut report,
-                    );
-                    let write = reconcile::write(&recorded, &report, AGENT_SESSION, None);
-                    deployments::apply_report(tx, &deployment.id, &report, &write)?;
-                    deployment = deployments::get(tx, &deployment.id)?
-                        .ok_or_else(|| Error::deployment_not_found(&deployment.id))?;
+    let commands_url = format!("{base_url}/v1");
+    let sync = AgentSync {
+        subject,
+        deployment_id: request.deployment_id,
+        bearer,
+        base_url,
+    };
+    // Most syncs are polls without a report: they only read, beside the writer.
+    let (current_state, target) = match report {
+        Some(report) => {
+            state
+                .store
+                .transaction(move |tx| sync.answer(tx, Some(report)))
+                .await?
+        }
+        None => {
+            state
+                .store
+                .read(move |conn| sync.answer(conn, None))
+                .await?
+        }
+    };
+    Ok(Json(AgentSyncResponse {
+        current_state,
+        target,
+        commands_url,
+    }))
+}
+
+/// One agent sync, once its request is read.
+struct AgentSync {
+    subject: Subject,
+    deployment_id: String,
+    bearer: Option<String>,
+    base_url: String,
+}
+
+impl AgentSync {
+    /// Persists `report` unless it is to be ignored, and answers with the state the agent
+    /// should adopt, if any, and the release it should deploy, if any. Without a report,
+    /// `conn` is only read.
+    fn answer(
+        self,
+        conn: &rusqlite::Connection,
+        report: Option<DeploymentState>,
+    ) -> Result<(Option<DeploymentState>, Option<SyncTarget>), Error> {
+        let mut deployment = load(conn, &self.subject, &self.deployment_id)?;
+        let mut ignored = false;
+        if let Some(mut report) = report {
+            let recorded = recorded(&deployment);
+            if reconcile::sync_ignores(&recorded, &report) {
+                ignored = true;
+            } else {
+                reconcile::preserve_gate_answers(
+                    parse(deployment.runtime_metadata.as_deref())?.as_ref(),
+                    &mut report,
+                );
+                let write = reconcile::write(&recorded, &report, AGENT_SESSION, None);
+                deployments::apply_report(conn, &deployment.id, &report, &write)?;
+                deployment = deployments::get(conn, &deployment.id)?
+                    .ok_or_else(|| Error::deployment_not_found(&deployment.id))?;
+            }
+        }
+        let target = match reconcile::sync_target(&recorded(&deployment)) {
+            Some(release_id) => {
+                match releases::platform_stack(conn, release_id, &deployment.platform)? {
+                    None => None,
+                    // The public manager fails the sync (500). The agent could then not even
+                    // report; without a target it keeps what it runs, and the operator reads
+                    // why in the log.
+                    Some(None) => {
+                        warn!(
+                            deployment_id = %deployment.id,
+                            release_id,
+                            platform = %deployment.platform,
+                            "the desired release has no stack for the deployment's platform; no target sent"
+                        );
+                        None
+                    }
+                    Some(Some(stack)) => Some(SyncTarget {
+                        release_info: TargetRelease {
+                            release_id: release_id.to_owned(),
+                            stack,
+                        },
+                        config: config(&deployment, self.bearer, self.base_url)?,
+                    }),
                 }
             }
-            let target = match reconcile::sync_target(&recorded(&deployment)) {
-                Some(release_id) => {
-                    match releases::platform_stack(tx, release_id, &deployment.platform)? {
-                        None => None,
-                        // The public manager fails the sync (500). The agent could then not
-                        // even report; without a target it keeps what it runs, and the
-                        // operator reads why in the log.
-                        Some(None) => {
-                            warn!(
-                                deployment_id = %deployment.id,
-                                release_id,
-                                platform = %deployment.platform,
-                                "the desired release has no stack for the deployment's platform; no target sent"
-                            );
-                            None
-                        }
-                        Some(Some(stack)) => Some(SyncTarget {
-                            release_info: TargetRelease {
-                                release_id: release_id.to_owned(),
-                                stack,
-                            },
-                            config: config(&deployment, bearer, base_url.clone())?,
-                        }),
-                    }
-                }
-                None => None,
+            None => None,
+        };
+        let current_state =
+            if ignored || deployment.retry_requested || deployment.status().is_deleting() {
+                Some(record_state(conn, &deployment, target.as_ref())?)
+            } else {
+                None
             };
-            let current_state =
-                if ignored || deployment.retry_requested || deployment.status().is_deleting() {
-                    Some(record_state(tx, &deployment, target.as_ref())?)
-                } else {
-                    None
-                };
-            Ok(AgentSyncResponse {
-                current_state,
-                target,
-                commands_url: format!("{base_url}/v1"),
-            })
-        })
-        .await?;
-    Ok(Json(response))
+        Ok((current_state, target))
+    }
 }
 
 /// The deployment `id` if it exists (404) and `subject` may sync it (403).
