@@ -48,3 +48,4 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
     None
 }
 pub mod api;
+pub mod registry;
