@@ -180,11 +180,6 @@ fn a_deployment_token_pulls_what_its_release_references_and_nothing_else() {
             "HEAD",
             format!("/v2/{other_repo}/blobs/{}", other.config_digest),
         ),
-        ("GET", format!("/v2/{other_repo}/tags/list")),
-        (
-            "GET",
-            format!("/v2/{other_repo}/referrers/{}", other.digest),
-        ),
         // Same blob, other repository: a digest alone opens nothing.
         (
             "GET",
@@ -194,6 +189,23 @@ fn a_deployment_token_pulls_what_its_release_references_and_nothing_else() {
     for (method, path) in &denied {
         let reply = oci.call(method, path, &cred, &[], Vec::new());
         assert_denied(&reply, &format!("deployment token {method} {path}"));
+    }
+    // Listings, whose paths name no manifest or blob: the public manager takes their first
+    // segment as the repository, so they may be refused as an unknown name instead (§4.4).
+    for path in [
+        format!("/v2/{other_repo}/tags/list"),
+        format!("/v2/{other_repo}/referrers/{}", other.digest),
+    ] {
+        let reply = oci.get(&path, &cred);
+        let refusal = (reply.status, reply.code());
+        assert!(
+            matches!(
+                (refusal.0, refusal.1.as_deref()),
+                (403, Some("DENIED")) | (404, Some("NAME_UNKNOWN"))
+            ),
+            "deployment token GET {path}: {}",
+            reply.summary()
+        );
     }
     let refused = skopeo_copy(
         &format!("docker://{host}/{other_repo}:v1"),
