@@ -964,6 +964,28 @@ fn initialize_with_a_deployment_or_admin_token_finds_an_existing_deployment() {
     );
 }
 
+/// A deployment token outlives its deployment (detach keeps tokens), but initialize then
+/// finds nothing.
+#[test]
+fn initialize_with_the_token_of_a_removed_deployment_is_404() {
+    let api = Api::start();
+    let group = api.create_group();
+    let deployment = api.create_deployment(&group, NewDeployment::pull());
+    api.expect(
+        &Request::post(
+            format!("/v1/deployments/{}/delete", deployment.id),
+            json!({"action": "forget"}),
+        )
+        .auth(api.admin()),
+        202,
+    );
+    api.expect_error(
+        &initialize(json!({"initialDesiredRelease": "none"})).bearer(&deployment.token),
+        404,
+        "DEPLOYMENT_NOT_FOUND",
+    );
+}
+
 /// The release used by the tests of sync and info is a plain one; this checks that a stack
 /// is carried over unchanged where a deployment reads it (`/v1/sync` target).
 #[test]

@@ -117,4 +117,6 @@ fn the_api_conforms_to_the_openapi_document() {
         tail(&stderr, 40),
         tail(&api.server().stderr(), 40)
     );
+    // What was run and found, for `--nocapture`.
+    println!("{}", tail(&stdout, 25));
 }

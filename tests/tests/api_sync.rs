@@ -115,6 +115,19 @@ fn only_the_owner_renews_a_lease() {
 }
 
 #[test]
+fn renew_and_release_of_an_unknown_deployment_are_404() {
+    let api = Api::start();
+    for path in ["/v1/sync/renew", "/v1/sync/release"] {
+        api.expect_error(
+            &Request::post(path, json!({"deploymentId": "dep_nope", "session": "s"}))
+                .auth(api.admin()),
+            404,
+            "DEPLOYMENT_NOT_FOUND",
+        );
+    }
+}
+
+#[test]
 fn the_acquired_record_has_the_wire_shape_without_the_token() {
     let api = Api::start();
     let group = api.create_group();
