@@ -128,6 +128,15 @@ pub enum Error {
     #[error("the database's reading connections are closed")]
     ReadersClosed,
 
+    #[error("cannot start the database writer: {0}")]
+    WriterThread(io::Error),
+
+    #[error("the database write was abandoned: it panicked, or the writer stopped")]
+    WriteAbandoned,
+
+    #[error("database write: {0}")]
+    Write(String),
+
     #[error("{table} {id}: column {column} holds invalid JSON: {source}")]
     CorruptRecord {
         table: &'static str,

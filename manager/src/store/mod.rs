@@ -1,26 +1,28 @@
 //! The SQLite system of record. This module is the only owner of the database file.
 //!
-//! One connection writes, so writes never wait on each other's locks and a transaction sees
-//! no interleaved writer; a small pool of connections reads, which WAL lets run beside the
-//! writer. SQLite calls block, so every query runs on tokio's blocking pool, never on the
-//! reactor; a caller waiting for a connection waits asynchronously and holds no thread.
+//! One connection writes, on its own thread ([`writer`]), so writes never wait on each
+//! other's locks and share fsyncs; a small pool of connections reads, which WAL lets run
+//! beside the writer, on tokio's blocking pool. No query runs on the reactor, and a caller
+//! waiting for a connection waits asynchronously and holds no thread.
 
 pub mod deployment_groups;
 pub mod deployments;
 mod migrations;
 pub mod releases;
 pub mod tokens;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::Connection;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::Error;
+use writer::Writer;
 
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,7 +73,7 @@ pub fn optional_json_column(
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    writer: Arc<tokio::sync::Mutex<Connection>>,
+    writer: Writer,
     readers: Arc<Readers>,
 }
 
@@ -98,7 +100,7 @@ impl Store {
         })
         .await??;
         Ok(Store {
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer: Writer::start(writer)?,
             readers: Arc::new(Readers {
                 path,
                 permits: Arc::new(Semaphore::new(readers.len())),
@@ -107,34 +109,25 @@ impl Store {
         })
     }
 
-    /// Runs `f` with the writing connection. Whatever `f` does in one call is not interleaved
-    /// with any other write; for atomicity on disk, use [`Store::transaction`] or open one.
+    /// Runs `f` with the writing connection to itself, for work that manages its own
+    /// transactions.
     pub async fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        // A call that panicked has unwound through its transaction, which rolled back, so
-        // the connection is still sound for the next one.
-        let mut conn = Arc::clone(&self.writer).lock_owned().await;
-        tokio::task::spawn_blocking(move || f(&mut conn)).await?
+        self.writer.write(f).await
     }
 
-    /// Runs `f` in an IMMEDIATE transaction, committed when `f` succeeds: the write lock is
-    /// taken before the first read, so what `f` reads still holds when it writes, even
-    /// against another process sharing the file.
+    /// Runs `f` in a write transaction that is on disk when this returns `Ok` and rolled back
+    /// when `f` fails. What `f` reads still holds when it writes, also against another
+    /// process sharing the file.
     pub async fn transaction<T, F>(&self, f: F) -> Result<T, Error>
     where
-        F: FnOnce(&Transaction<'_>) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
+        self.writer.transaction(f).await
     }
 
     /// Runs `f` on a reading connection inside one read transaction, so that its queries see
