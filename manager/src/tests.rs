@@ -17,6 +17,16 @@ async fn request(
     url: String,
     authorization: Option<String>,
 ) -> (u16, String) {
+    send(method, url, authorization, None).await
+}
+
+/// [`request`] with an optional JSON body.
+async fn send(
+    method: &'static str,
+    url: String,
+    authorization: Option<String>,
+    body: Option<Value>,
+) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -26,8 +36,15 @@ async fn request(
         if let Some(value) = authorization {
             builder = builder.header("authorization", value);
         }
+        let bytes = match body {
+            Some(body) => {
+                builder = builder.header("content-type", "application/json");
+                body.to_string().into_bytes()
+            }
+            None => Vec::new(),
+        };
         let mut response = agent
-            .run(builder.body(Vec::new()).expect("request"))
+            .run(builder.body(bytes).expect("request"))
             .expect("response");
         let body = response.body_mut().read_to_string().expect("body");
         (response.status().as_u16(), body)
@@ -144,6 +161,126 @@ async fn the_manager_serves_its_routes_and_stops_when_told() {
 
     let second = run(ctx.clone(), None).await;
     assert!(matches!(second, Err(Error::Lock(_))), "{second:?}");
+
+    ctx.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), manager)
+        .await
+        .expect("stopped in time")
+        .expect("joined")
+        .expect("clean stop");
+}
+
+/// An agent's life over the socket: onboarded with a group token, registered by
+/// `initialize`, reporting through `sync`, and given a new release as its target.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_registers_reports_and_receives_a_release() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::default();
+    config.database.state_dir = Some(dir.path().to_path_buf());
+    let ctx = DaemonContext {
+        config: Arc::new(config),
+        data: DataDir::new(dir.path()),
+        shutdown: CancellationToken::new(),
+    };
+    let admin = {
+        let store = store::Store::open(ctx.config.database_path())
+            .await
+            .expect("open");
+        let token =
+            bootstrap::admin_token(&store, dir.path(), ctx.config.base_url(), std::io::sink())
+                .await
+                .expect("bootstrap")
+                .expect("new token");
+        Some(format!("Bearer {}", token.expose()))
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let manager = tokio::spawn(run(ctx.clone(), Some(listener)));
+    let call = |method, path: &str, auth: &Option<String>, body: Value| {
+        send(method, format!("{base}{path}"), auth.clone(), Some(body))
+    };
+
+    let (status, group) = call(
+        "POST",
+        "/v1/deployment-groups",
+        &admin,
+        json!({"name": "fleet"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{group}");
+    let group = json(&group);
+    let group_id = group["id"].as_str().expect("id");
+    let (status, minted) = send(
+        "POST",
+        format!("{base}/v1/deployment-groups/{group_id}/tokens"),
+        admin.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{minted}");
+    let group_token = Some(format!(
+        "Bearer {}",
+        json(&minted)["token"].as_str().expect("token")
+    ));
+
+    let register = json!({"name": "edge-1", "initialDesiredRelease": "active"});
+    let (status, first) = call("POST", "/v1/initialize", &group_token, register.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    let first = json(&first);
+    assert_eq!(first["deploymentModel"], "pull", "kubernetes by default");
+    let (status, again) = call("POST", "/v1/initialize", &group_token, register).await;
+    assert_eq!(status, 200, "{again}");
+    let again = json(&again);
+    assert_eq!(again["deploymentId"], first["deploymentId"]);
+    assert_ne!(again["token"], first["token"], "a fresh token each time");
+    let id = first["deploymentId"].as_str().expect("id").to_owned();
+    let agent = Some(format!(
+        "Bearer {}",
+        again["token"].as_str().expect("token")
+    ));
+
+    let running = json!({"status": "running", "platform": "kubernetes", "protocolVersion": 1,
+                         "stackState": {"platform": "kubernetes", "resources": {}, "resourcePrefix": "e"}});
+    let (status, synced) = call(
+        "POST",
+        "/v1/sync",
+        &agent,
+        json!({"deploymentId": id, "currentState": running}),
+    )
+    .await;
+    assert_eq!(status, 200, "{synced}");
+    assert_eq!(
+        json(&synced),
+        json!({"commandsUrl": format!("{}/v1", ctx.config.base_url())})
+    );
+
+    let release = json!({"projectId": "default", "stack": {"kubernetes": {"id": "app", "resources": {
+        "api": {"config": {"type": "container", "id": "api"}, "lifecycle": "live"}}}}});
+    let (status, created) = call("POST", "/v1/releases", &admin, release).await;
+    assert_eq!(status, 201, "{created}");
+    let release_id = json(&created)["id"].as_str().expect("id").to_owned();
+
+    let (status, synced) = call("POST", "/v1/sync", &agent, json!({"deploymentId": id})).await;
+    assert_eq!(status, 200, "{synced}");
+    let target = &json(&synced)["target"];
+    assert_eq!(
+        target["releaseInfo"]["releaseId"],
+        release_id.as_str(),
+        "{synced}"
+    );
+    assert_eq!(target["releaseInfo"]["stack"]["id"], "app");
+    assert_eq!(target["config"]["deploymentName"], "edge-1");
+    assert_eq!(
+        target["config"]["managerUrl"],
+        ctx.config.base_url().as_str()
+    );
+    assert_eq!(
+        target["config"]["deploymentToken"]
+            .as_str()
+            .map(|t| format!("Bearer {t}")),
+        agent,
+        "the caller's own bearer"
+    );
 
     ctx.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), manager)

@@ -66,7 +66,7 @@ async fn register(
     let name = match request.name.filter(|name| !name.is_empty()) {
         Some(name) => name,
         // The public manager's default, characters 3..9 of a deployment id: `agent-_x1y2z`.
-        None => format!("agent-{}", &new_id[3..9]),
+        None => format!("agent-{}", new_id.get(3..9).unwrap_or_default()),
     };
     let platform = request.platform.unwrap_or(Platform::Kubernetes);
     if let Some(base) = request.base_platform {
