@@ -197,6 +197,7 @@ def scripts(work, token, deployments):
         + 'wrk.path = "/v1/deployments?include=deploymentGroup"\n',
         "create-release": common
         + 'wrk.method = "POST"\n'
+        + 'wrk.path = "/v1/releases"\n'
         + 'wrk.headers["Content-Type"] = "application/json"\n'
         + f"wrk.body = {json.dumps(json.dumps(RELEASE))}\n",
         "sync": f"local agents = {lua([[d, t] for d, t in agents])}\n"
@@ -283,6 +284,7 @@ def main():
             f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency\n"
             f"{'request':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'RSS MiB':>8}"
         )
+        failed = False
         for label, name in [
             ("GET /v1/deployments/{id}", "get-deployment"),
             ("GET /v1/deployments?include=deploymentGroup", "list-deployments"),
@@ -294,7 +296,10 @@ def main():
             print(f"{label:<44} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:8d} {rss:8.1f}")
             if socket_errors:
                 print(f"  {socket_errors.group(0)}")
+            failed = failed or errors > 0 or socket_errors is not None
         print(f"\nmanager peak RSS (VmHWM): {memory_kib(manager, 'VmHWM') / 1024:.1f} MiB")
+        if failed:
+            sys.exit("some requests failed: the figures above do not measure what they say")
     finally:
         if proc is not None:
             os.killpg(proc.pid, signal.SIGTERM)
