@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
@@ -150,7 +151,7 @@ pub fn stored_model(settings: &serde_json::value::RawValue) -> DeploymentModel {
 
 /// Stores the hash of a deployment's token, bound to the deployment and its group.
 pub fn insert_deployment_token(
-    conn: &rusqlite::Connection,
+    conn: &Connection,
     token_id: &str,
     raw: &RawToken,
     group_id: &str,
@@ -364,23 +365,27 @@ pub async fn load(
     id: String,
     op: Op,
 ) -> Result<Deployment, Error> {
-    let deployment = state
+    let subject = subject.clone();
+    state
         .store
-        .read({
-            let id = id.clone();
-            move |conn| deployments::get(conn, &id)
-        })
-        .await?
-        .ok_or(Error::DeploymentNotFound { deployment_id: id })?;
-    authorize(subject, op, target(&deployment))?;
-    Ok(deployment)
+        .read(move |conn| load_in(conn, &subject, &id, op))
+        .await
 }
 
-pub fn target(deployment: &Deployment) -> Target<'_> {
-    Target::Deployment {
+/// [`load`] inside a call that already holds a connection.
+pub fn load_in(
+    conn: &Connection,
+    subject: &Subject,
+    id: &str,
+    op: Op,
+) -> Result<Deployment, Error> {
+    let deployment = deployments::get(conn, id)?.ok_or_else(|| Error::deployment_not_found(id))?;
+    let target = Target::Deployment {
         id: &deployment.id,
         group_id: &deployment.deployment_group_id,
-    }
+    };
+    authorize(subject, op, target)?;
+    Ok(deployment)
 }
 
 fn response(deployment: Deployment, with_group: bool) -> DeploymentResponse {

@@ -13,7 +13,7 @@ use crate::authz::{Op, Target, authorize};
 use crate::extract::JsonBody;
 use crate::lifecycle::lease::{StatusFilter, valid_acquire_mode};
 use crate::lifecycle::reconcile::{self, Recorded};
-use crate::routes::deployments::target;
+use crate::routes::deployments::load_in;
 use crate::server::AppState;
 use crate::store::deployments::{self, AcquireQuery, Deployment};
 use crate::store::releases;
@@ -107,7 +107,7 @@ pub async fn reconcile(
     let current = state
         .store
         .transaction(move |tx| {
-            let deployment = load(tx, &subject, &request.deployment_id)?;
+            let deployment = load_in(tx, &subject, &request.deployment_id, Op::SyncDeployment)?;
             let mut report: DeploymentState = serde_json::from_str(request.state.get())
                 .map_err(|e| Error::BadRequest(format!("Invalid deployment state: {e}")))?;
             reconcile::preserve_gate_answers(
@@ -153,7 +153,7 @@ pub async fn renew(
     state
         .store
         .transaction(move |tx| {
-            let deployment = load(tx, &subject, &request.deployment_id)?;
+            let deployment = load_in(tx, &subject, &request.deployment_id, Op::SyncDeployment)?;
             if deployments::renew_lock(tx, &deployment.id, &request.session)? {
                 Ok(())
             } else {
@@ -176,7 +176,7 @@ pub async fn release(
     state
         .store
         .transaction(move |tx| {
-            let deployment = load(tx, &subject, &request.deployment_id)?;
+            let deployment = load_in(tx, &subject, &request.deployment_id, Op::SyncDeployment)?;
             deployments::release_lock(tx, &deployment.id, &request.session)
         })
         .await?;
@@ -246,7 +246,7 @@ impl AgentSync {
         conn: &rusqlite::Connection,
         report: Option<DeploymentState>,
     ) -> Result<(Option<DeploymentState>, Option<SyncTarget>), Error> {
-        let mut deployment = load(conn, &self.subject, &self.deployment_id)?;
+        let mut deployment = load_in(conn, &self.subject, &self.deployment_id, Op::SyncDeployment)?;
         let mut ignored = false;
         if let Some(mut report) = report {
             let recorded = recorded(&deployment);
@@ -298,13 +298,6 @@ impl AgentSync {
             };
         Ok((current_state, target))
     }
-}
-
-/// The deployment `id` if it exists (404) and `subject` may sync it (403).
-fn load(conn: &rusqlite::Connection, subject: &Subject, id: &str) -> Result<Deployment, Error> {
-    let deployment = deployments::get(conn, id)?.ok_or_else(|| Error::deployment_not_found(id))?;
-    authorize(subject, Op::SyncDeployment, target(&deployment))?;
-    Ok(deployment)
 }
 
 fn recorded(deployment: &Deployment) -> Recorded<'_> {

@@ -64,14 +64,8 @@ const COLUMNS: &str =
     d.environment_variables, d.retry_requested, d.locked_by, d.locked_at, d.created_at,
     d.updated_at, d.error, d.workspace_id, d.project_id, d.input_values";
 
-/// [`COLUMNS`] and the group's name, from `deployments AS d LEFT JOIN deployment_groups AS g`.
-const COLUMNS_WITH_GROUP: &str =
-    "d.id, d.name, d.deployment_group_id, d.platform, d.deployment_protocol_version,
-    d.base_platform, d.status, d.stack_settings, d.stack_state, d.environment_info,
-    d.runtime_metadata, d.current_release_id, d.desired_release_id, d.import_source,
-    d.setup_metadata, d.setup_target, d.setup_fingerprint, d.setup_fingerprint_version,
-    d.environment_variables, d.retry_requested, d.locked_by, d.locked_at, d.created_at,
-    d.updated_at, d.error, d.workspace_id, d.project_id, d.input_values, g.name";
+/// Where the group's name is, in a query that selects [`COLUMNS`] and then `g.name`.
+const GROUP_NAME_COLUMN: usize = 28;
 
 /// A row with its JSON still text, so that row mapping cannot fail on it.
 struct Raw {
@@ -136,9 +130,10 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<Raw> {
         workspace_id: row.get(25)?,
         project_id: row.get(26)?,
         input_values: row.get(27)?,
-        group_name: match row.as_ref().column_count() {
-            29 => row.get(28)?,
-            _ => None,
+        group_name: if row.as_ref().column_count() > GROUP_NAME_COLUMN {
+            row.get(GROUP_NAME_COLUMN)?
+        } else {
+            None
         },
     })
 }
@@ -232,7 +227,7 @@ pub fn list(
     name: Option<&str>,
 ) -> Result<Vec<Deployment>, Error> {
     let mut sql = format!(
-        "SELECT {COLUMNS_WITH_GROUP} FROM deployments AS d
+        "SELECT {COLUMNS}, g.name FROM deployments AS d
          LEFT JOIN deployment_groups AS g ON g.id = d.deployment_group_id WHERE 1"
     );
     let mut values: Vec<SqlValue> = Vec::new();
