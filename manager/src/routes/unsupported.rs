@@ -61,10 +61,7 @@ pub async fn stack_import(
         return Err(Error::BadRequest("deploymentName must not be empty".into()));
     }
     check_resource_prefix(&request.resource_prefix)?;
-    Err(Error::BadRequest(format!(
-        "Stack import not supported for platform: {}",
-        request.platform
-    )))
+    Err(unsupported("Stack import", request.platform.as_str()))
 }
 
 pub async fn mint_credentials(
@@ -96,15 +93,8 @@ pub async fn mint_credentials(
             deployment.id
         ))
     })?;
-    let platform = deployment.platform.clone();
-    let stack = state
-        .store
-        .read(move |conn| releases::platform_stack(conn, &release_id, &platform))
+    let resource_type = release_stack(&state, release_id, &deployment.platform)
         .await?
-        .flatten();
-    let resource_type = stack
-        .map(|stack| serde_json::from_str::<Value>(stack.get()))
-        .transpose()?
         .and_then(|stack| {
             stack
                 .pointer(&format!(
@@ -193,14 +183,7 @@ async fn vault_secret(
                     deployment.id
                 ))
             })?;
-        let platform = deployment.platform.clone();
-        let stack = state
-            .store
-            .read(move |conn| releases::platform_stack(conn, &release_id, &platform))
-            .await?
-            .flatten()
-            .map(|stack| serde_json::from_str::<Value>(stack.get()))
-            .transpose()?;
+        let stack = release_stack(state, release_id, &deployment.platform).await?;
         if !stack.is_some_and(|stack| management_grants(&stack, permission, vault)) {
             return Err(Error::Forbidden(
                 format!(
@@ -216,6 +199,23 @@ async fn vault_secret(
         ));
     }
     Err(unsupported("Vault API", &deployment.platform))
+}
+
+/// A release's stack for `platform`, if the release has one.
+async fn release_stack(
+    state: &AppState,
+    release_id: String,
+    platform: &str,
+) -> Result<Option<Value>, Error> {
+    let platform = platform.to_owned();
+    let stack = state
+        .store
+        .read(move |conn| releases::platform_stack(conn, &release_id, &platform))
+        .await?
+        .flatten();
+    Ok(stack
+        .map(|stack| serde_json::from_str(stack.get()))
+        .transpose()?)
 }
 
 fn unsupported(what: &str, platform: &str) -> Error {
