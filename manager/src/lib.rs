@@ -37,7 +37,12 @@ pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) ->
     // Before the admin token: a start that cannot serve must not spend the one-time print.
     let listener = server::listen(&ctx.config.server, listener).await?;
     let store = store::Store::open(ctx.config.database_path()).await?;
-    let signing_key = signing_key::SigningKey::load_or_create(ctx.data.root())?;
+    // Off the reactor: a first start fsyncs the key and its directory.
+    let signing_key = {
+        let root = ctx.data.root().to_path_buf();
+        tokio::task::spawn_blocking(move || signing_key::SigningKey::load_or_create(&root))
+            .await??
+    };
     bootstrap::admin_token(
         &store,
         ctx.data.root(),
