@@ -590,6 +590,26 @@ pub fn string(value: &Value, key: &str) -> String {
         .to_owned()
 }
 
+/// The keys of a JSON object, sorted (none when it is not an object).
+pub fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// `id` is `{prefix}` and 28 characters of `[0-9a-z]`, as the manager's nanoids are (§1.1).
+pub fn is_lowercase_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == 28
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    })
+}
+
 /// The ids of the `items` of a list response, in order.
 pub fn item_ids(list: &Value) -> Vec<String> {
     list["items"]

@@ -2,19 +2,10 @@
 //! agent bootstrap (§3.7).
 
 use e2e::api::{
-    Api, Auth, Deployment, NewDeployment, PROJECT_ID, Request, STATUSES, WORKSPACE_ID, item_ids,
-    stack, state, string, unique,
+    Api, Auth, Deployment, NewDeployment, PROJECT_ID, Request, STATUSES, WORKSPACE_ID,
+    is_lowercase_id, item_ids, keys, stack, state, string, unique,
 };
 use serde_json::{Value, json};
-
-fn has_id(id: &str, prefix: &str) -> bool {
-    id.strip_prefix(prefix).is_some_and(|rest| {
-        rest.len() == 28
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    })
-}
 
 fn is_token(token: &str, prefix: &str) -> bool {
     token.strip_prefix(prefix).is_some_and(|rest| {
@@ -23,15 +14,6 @@ fn is_token(token: &str, prefix: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
-}
-
-fn keys(value: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = value
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    keys.sort();
-    keys
 }
 
 const RUNNING: &str = "running";
@@ -49,7 +31,7 @@ fn a_created_group_has_the_wire_shape() {
         .auth(api.admin()),
         200,
     );
-    assert!(has_id(&string(&group, "id"), "dg_"), "{group}");
+    assert!(is_lowercase_id(&string(&group, "id"), "dg_"), "{group}");
     assert_eq!(group["name"], "acme");
     assert_eq!(group["maxDeployments"], 100, "default maximum: {group}");
     assert_eq!(group["deploymentCount"], 0);
@@ -186,7 +168,7 @@ fn a_created_deployment_has_the_wire_shape_and_a_token() {
     assert!(is_token(&token, "ax_deploy_"), "{created}");
     let deployment = &created["deployment"];
     let id = string(deployment, "id");
-    assert!(has_id(&id, "dep_"), "{deployment}");
+    assert!(is_lowercase_id(&id, "dep_"), "{deployment}");
     for (key, want) in [
         ("name", json!("customer-a")),
         ("platform", json!("local")),

@@ -1,17 +1,8 @@
 //! Health, identity and tokens (spec §3.1, §3.2, §1.5), build config and platforms (§3.15),
 //! and the framework's answers to unknown paths and methods (§0).
 
-use e2e::api::{Api, Auth, NewDeployment, Request, envelope_problem, string};
+use e2e::api::{Api, Auth, NewDeployment, Request, envelope_problem, is_lowercase_id, string};
 use serde_json::{Value, json};
-
-fn is_token_record_id(id: &str) -> bool {
-    id.strip_prefix("tok_").is_some_and(|rest| {
-        rest.len() == 28
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    })
-}
 
 #[test]
 fn health_answers_healthy_without_a_token() {
@@ -179,7 +170,7 @@ fn tokens_are_listed_newest_first_without_secrets() {
     assert_eq!(admin["keyPrefix"], api.admin_token()[..12]);
     for item in items {
         assert!(
-            is_token_record_id(item["id"].as_str().unwrap_or("")),
+            is_lowercase_id(item["id"].as_str().unwrap_or(""), "tok_"),
             "{item}"
         );
         assert!(item["createdAt"].is_string(), "{item}");

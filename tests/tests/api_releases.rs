@@ -1,21 +1,12 @@
 //! Releases (spec §3.3, §4.1): creation, reading, and what a new release does to the
 //! deployments (§5.7).
 
-use e2e::api::{Api, NewDeployment, Request, STATUSES, release_body, stack, state, string};
+use e2e::api::{Api, NewDeployment, Request, STATUSES, keys, release_body, stack, state, string};
 use serde_json::{Value, json};
 
 fn is_release_id(id: &str) -> bool {
     id.strip_prefix("rel_")
         .is_some_and(|rest| rest.len() == 28 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
-}
-
-fn keys(value: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = value
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    keys.sort();
-    keys
 }
 
 #[test]
