@@ -201,12 +201,67 @@ pub enum ServiceAccountBinding {
     },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// `otlp-endpoint` and `headers` are the public manager's; the rest shape otelfwd's queue
+/// and forwarding and are ours, each with a default, so files without them keep working.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// Sent with every forwarded request; usually an API key, so never logged.
     pub headers: BTreeMap<String, Secret>,
+    /// The largest request body the manager accepts, as sent (compressed or not).
+    pub max_body_bytes: u64,
+    /// The largest body a gzip-encoded request may inflate to.
+    pub max_decompressed_bytes: u64,
+    /// Disk the durable queue may use, shared equally by logs, traces and metrics.
+    pub queue_max_bytes: u64,
+    /// The size at which a queue segment file is closed and a new one begun.
+    pub queue_segment_bytes: u64,
+    /// A forwarded request holds at most this many spans, log records or data points...
+    pub batch_max_items: u64,
+    /// ...and at most this many bytes of protobuf before compression...
+    pub batch_max_bytes: u64,
+    /// ...and waits at most this long for more once it has something to send.
+    pub batch_timeout_ms: u64,
+    /// The first delay before a failed forward is retried; doubles up to `retry-max-ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// How long one forwarded request may take.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            headers: BTreeMap::new(),
+            max_body_bytes: 2 * 1024 * 1024,
+            max_decompressed_bytes: 16 * 1024 * 1024,
+            queue_max_bytes: 1024 * 1024 * 1024,
+            queue_segment_bytes: 16 * 1024 * 1024,
+            batch_max_items: 8192,
+            batch_max_bytes: 4 * 1024 * 1024,
+            batch_timeout_ms: 500,
+            retry_initial_ms: 500,
+            retry_max_ms: 60_000,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn batch_timeout(&self) -> Duration {
+        Duration::from_millis(self.batch_timeout_ms)
+    }
+    pub fn retry_initial(&self) -> Duration {
+        Duration::from_millis(self.retry_initial_ms)
+    }
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_millis(self.retry_max_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
 }
 
 /// How `alien serve` looks after its daemons. Not in the public manager's file, which has no
@@ -351,6 +406,34 @@ impl Config {
                     "has a value that is not a valid HTTP header value".into(),
                 )
             })?;
+        }
+        let t = &self.telemetry;
+        for (key, value) in [
+            ("telemetry.max-body-bytes", t.max_body_bytes),
+            ("telemetry.max-decompressed-bytes", t.max_decompressed_bytes),
+            ("telemetry.queue-max-bytes", t.queue_max_bytes),
+            ("telemetry.queue-segment-bytes", t.queue_segment_bytes),
+            ("telemetry.batch-max-items", t.batch_max_items),
+            ("telemetry.batch-max-bytes", t.batch_max_bytes),
+            ("telemetry.retry-initial-ms", t.retry_initial_ms),
+            ("telemetry.retry-max-ms", t.retry_max_ms),
+            ("telemetry.request-timeout-secs", t.request_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero".into()));
+            }
+        }
+        if t.max_decompressed_bytes < t.max_body_bytes {
+            return Err(invalid(
+                "telemetry.max-decompressed-bytes",
+                "must not be less than max-body-bytes".into(),
+            ));
+        }
+        if t.queue_max_bytes / 3 < t.max_decompressed_bytes.max(t.queue_segment_bytes) {
+            return Err(invalid(
+                "telemetry.queue-max-bytes",
+                "must hold, for each of the three signals, a segment and the largest request (3 x max(queue-segment-bytes, max-decompressed-bytes))".into(),
+            ));
         }
         let s = &self.supervisor;
         for (key, value) in [

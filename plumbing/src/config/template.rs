@@ -84,6 +84,33 @@ pub const TEMPLATE: &str = r#"# alien-manager.toml
 # (Grafana, Datadog, Honeycomb, Jaeger, ...). Without it, telemetry is accepted and dropped.
 # otlp-endpoint = "https://otlp.example.com"
 
+# Requests from deployments are written to a queue on the data volume (telemetry/) before
+# they are acknowledged, and forwarded from there; nothing acknowledged is lost when the
+# backend is slow or down. When the queue is full, senders get 503 with Retry-After.
+#
+# The largest request body accepted, as sent, and what a gzip body may inflate to.
+# max-body-bytes = 2097152
+# max-decompressed-bytes = 16777216
+#
+# Disk the queue may use, split equally between logs, traces and metrics, and the size of
+# its segment files.
+# queue-max-bytes = 1073741824
+# queue-segment-bytes = 16777216
+#
+# A forwarded request holds at most this many spans, log records or data points, and this
+# many bytes before compression; it waits at most batch-timeout-ms for more.
+# batch-max-items = 8192
+# batch-max-bytes = 4194304
+# batch-timeout-ms = 500
+#
+# A backend that answers 429, 502, 503 or 504, or cannot be reached, is retried after a
+# delay that starts here and doubles, with jitter, up to the maximum (or its Retry-After).
+# retry-initial-ms = 500
+# retry-max-ms = 60000
+#
+# How long one forwarded request may take.
+# request-timeout-secs = 30
+
 [telemetry.headers]
 # Headers sent with every forwarded request. Values are secrets: they are never logged.
 # "x-api-key" = "..."

@@ -33,6 +33,16 @@ fn the_template_documents_every_key() {
         "[impersonation.gcp]",
         "otlp-endpoint",
         "[telemetry.headers]",
+        "max-body-bytes",
+        "max-decompressed-bytes",
+        "queue-max-bytes",
+        "queue-segment-bytes",
+        "batch-max-items",
+        "batch-max-bytes",
+        "batch-timeout-ms",
+        "retry-initial-ms",
+        "retry-max-ms",
+        "request-timeout-secs",
         "restart-backoff-initial-ms",
         "restart-backoff-max-secs",
         "restart-stable-secs",
@@ -255,5 +265,28 @@ fn the_local_address_replaces_a_wildcard_with_loopback() {
     for (host, expected) in cases {
         config.server.host = host.into();
         assert_eq!(config.local_addr().to_string(), expected);
+    }
+}
+
+#[test]
+fn telemetry_limits_that_cannot_work_are_refused() {
+    let cases = [
+        (
+            "[telemetry]\nbatch-max-items = 0\n",
+            "telemetry.batch-max-items",
+        ),
+        (
+            "[telemetry]\nmax-body-bytes = 100\nmax-decompressed-bytes = 10\n",
+            "telemetry.max-decompressed-bytes",
+        ),
+        (
+            "[telemetry]\nqueue-max-bytes = 1000\n",
+            "telemetry.queue-max-bytes",
+        ),
+    ];
+    for (text, key) in cases {
+        let config = parse_str(text).expect("parses");
+        let error = config.validate().expect_err(text).to_string();
+        assert!(error.contains(key), "{text}: {error}");
     }
 }
