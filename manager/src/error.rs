@@ -198,6 +198,14 @@ impl Error {
         Error::Forbidden(Cow::Borrowed(reason))
     }
 
+    /// One of the answers the public manager gives as `text/plain`.
+    pub fn plain(status: StatusCode, message: impl Into<String>) -> Error {
+        Error::PlainText {
+            status,
+            message: message.into(),
+        }
+    }
+
     pub fn deployment_not_found(id: &str) -> Error {
         Error::DeploymentNotFound {
             deployment_id: id.to_owned(),

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod ids;
 mod lifecycle;
+mod registry;
 mod routes;
 mod server;
 mod signing_key;
@@ -57,7 +58,7 @@ pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) ->
         store,
         data: ctx.data.clone(),
         base_url: ctx.config.base_url().into(),
-        registries: std::sync::Arc::new(routes::build_config::RegistryRoutes::from_config(
+        registries: std::sync::Arc::new(registry::routing::RegistryRoutes::from_config(
             &ctx.config.artifact_registry,
         )),
         signing_key,

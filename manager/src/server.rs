@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::Error;
 use crate::extract::BODY_LIMIT;
-use crate::routes::build_config::RegistryRoutes;
+use crate::registry::routing::RegistryRoutes;
 use crate::routes::{
     build_config, deployment_groups, deployments, health, initialize, releases, sync, tokens,
     unsupported, whoami,
