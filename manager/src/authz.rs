@@ -29,6 +29,10 @@ pub enum Op {
     AcquireAny,
     ImportStack,
     UseDeploymentCredentials,
+    /// `POST /v1/logs`, `/v1/traces`, `/v1/metrics`: a deployment's own telemetry.
+    IngestTelemetry,
+    /// The telemetry queue's counters (ours).
+    ReadTelemetryStatus,
 }
 
 /// What a role may do with an operation.
@@ -57,9 +61,10 @@ impl Op {
     /// The 403 reason when a rule refuses (spec §2.4 and §3).
     pub fn reason(self) -> &'static str {
         match self {
-            Op::ManageTokens | Op::CreateRelease | Op::CreateDeploymentGroup => {
-                "Admin access required"
-            }
+            Op::ManageTokens
+            | Op::CreateRelease
+            | Op::CreateDeploymentGroup
+            | Op::ReadTelemetryStatus => "Admin access required",
             Op::BuildConfig => "Build config requires write access",
             Op::ListPlatforms => "Platforms list requires write access",
             Op::ReadDeploymentGroup => "Cannot read deployment group",
@@ -73,6 +78,7 @@ impl Op {
                 "Access denied: only workspace-scoped tokens can acquire without an id filter"
             }
             Op::ImportStack => "Stack import requires a deployment-group-scoped token",
+            Op::IngestTelemetry => "Cannot ingest this telemetry signal",
             Op::ReadReleases
             | Op::ReadDeployment
             | Op::WriteVault
@@ -117,6 +123,9 @@ pub fn rule(op: Op, role: Role) -> Rule {
         Op::AcquireAny => (Allow, DenyDefault, DenyDefault),
         Op::ImportStack => (DenyDefault, Allow, DenyDefault),
         Op::UseDeploymentCredentials => (Allow, OwnGroup, OwnDeployment),
+        // The deployment is the token's own: a token speaks only for its deployment.
+        Op::IngestTelemetry => (DenyDefault, DenyDefault, Allow),
+        Op::ReadTelemetryStatus => (Allow, DenyDefault, DenyDefault),
     };
     match role {
         Role::WorkspaceAdmin => admin,
@@ -275,6 +284,10 @@ mod tests {
                 Err("Stack import requires a deployment-group-scoped token"),
                 Err("Stack import requires a deployment-group-scoped token")),
             (UseDeploymentCredentials, DEP_IN_G1, Ok(()), Ok(()), DENIED, Ok(()), DENIED),
+            (IngestTelemetry, Target::Nothing, Err("Cannot ingest this telemetry signal"),
+                Err("Cannot ingest this telemetry signal"), Err("Cannot ingest this telemetry signal"),
+                Ok(()), Ok(())),
+            (ReadTelemetryStatus, Target::Nothing, Ok(()), ADMIN, ADMIN, ADMIN, ADMIN),
         ];
         for (op, target, expected_admin, own_group, other_group, own_dep, other_dep) in rows {
             let subjects = [

@@ -90,6 +90,22 @@ pub enum Error {
     #[error("Failed to read the request body: {0}")]
     UnreadableBody(String),
 
+    /// A telemetry body whose `Content-Type` or `Content-Encoding` is not OTLP/HTTP's.
+    #[error("{0}")]
+    TelemetryMediaType(String),
+
+    /// A gzip-encoded telemetry body that inflates past `[telemetry] max-decompressed-bytes`.
+    #[error("Request body inflates to more than the limit of {limit} bytes")]
+    DecompressedTooLarge { limit: u64 },
+
+    /// A sidecar cannot take the request now (otelfwd's queue is full, or it is not
+    /// running); the client should send it again after `Retry-After`.
+    #[error("{reason}")]
+    ServiceUnavailable {
+        reason: String,
+        retry_after_secs: u64,
+    },
+
     /// The few answers the public manager gives as `text/plain` (spec §3.15).
     #[error("{message}")]
     PlainText { status: StatusCode, message: String },
@@ -313,6 +329,27 @@ impl Error {
                 "PAYLOAD_TOO_LARGE",
                 json!({ "limit_bytes": limit }),
             ),
+            Error::TelemetryMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                json!({ "reason": message }),
+            ),
+            Error::DecompressedTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                json!({ "limit_bytes": limit }),
+            ),
+            Error::ServiceUnavailable { .. } => {
+                return Some(
+                    ErrorEnvelope::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "SERVICE_UNAVAILABLE",
+                        &message,
+                    )
+                    .with_context(json!({ "reason": message }))
+                    .retryable(),
+                );
+            }
             _ => return None,
         };
         Some(ErrorEnvelope::new(status, code, message).with_context(context))
@@ -324,8 +361,22 @@ impl IntoResponse for Error {
         if let Error::PlainText { status, message } = self {
             return (status, message).into_response();
         }
+        let retry_after = match &self {
+            Error::ServiceUnavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         match self.envelope() {
-            Some(envelope) => envelope.into_response(),
+            Some(envelope) => {
+                let mut response = envelope.into_response();
+                if let Some(secs) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+                }
+                response
+            }
             // A client learns nothing of an internal failure; the operator reads it in the log.
             None => {
                 error!(error = %self, "request failed");

@@ -62,6 +62,7 @@ pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) ->
             &ctx.config.artifact_registry,
         )),
         signing_key,
+        telemetry: routes::telemetry::Limits::from_config(&ctx.config.telemetry),
     };
     server::serve(listener, server::router(state), ctx.shutdown).await
 }

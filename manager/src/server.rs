@@ -16,6 +16,7 @@ use tracing::info;
 use crate::Error;
 use crate::extract::BODY_LIMIT;
 use crate::registry::routing::RegistryRoutes;
+use crate::routes::telemetry;
 use crate::routes::{
     build_config, deployment_groups, deployments, health, initialize, releases, sync, tokens,
     unsupported, whoami,
@@ -31,6 +32,8 @@ pub struct AppState {
     /// The public URL, without a trailing slash.
     pub base_url: Arc<str>,
     pub registries: Arc<RegistryRoutes>,
+    /// What the telemetry routes check before handing a request to otelfwd.
+    pub telemetry: telemetry::Limits,
     #[expect(
         dead_code,
         reason = "command response URLs and registry upload sessions, in their issues, sign with it"
@@ -83,6 +86,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bindings/resolve", post(unsupported::resolve_binding))
         .route("/v1/build-config", get(build_config::build_config))
         .route("/v1/platforms", get(build_config::platforms))
+        .route("/v1/logs", post(telemetry::logs))
+        .route("/v1/traces", post(telemetry::traces))
+        .route("/v1/metrics", post(telemetry::metrics))
+        .route("/v1/telemetry/status", get(telemetry::status))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

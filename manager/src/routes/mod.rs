@@ -7,6 +7,7 @@ pub mod health;
 pub mod initialize;
 pub mod releases;
 pub mod sync;
+pub mod telemetry;
 pub mod tokens;
 pub mod unsupported;
 pub mod whoami;

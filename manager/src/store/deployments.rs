@@ -251,6 +251,33 @@ pub fn list(
     rows.map(|row| row?.decode()).collect()
 }
 
+/// Where a deployment's telemetry comes from, as the vendor's backend is told.
+#[derive(Debug)]
+pub struct Origin {
+    pub name: String,
+    pub deployment_group_id: String,
+    pub group_name: Option<String>,
+    pub current_release_id: Option<String>,
+}
+
+pub fn origin(conn: &Connection, id: &str) -> Result<Option<Origin>, Error> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT d.name, d.deployment_group_id, g.name, d.current_release_id
+             FROM deployments AS d LEFT JOIN deployment_groups AS g ON g.id = d.deployment_group_id
+             WHERE d.id = ?1",
+        )?
+        .query_row([id], |row| {
+            Ok(Origin {
+                name: row.get(0)?,
+                deployment_group_id: row.get(1)?,
+                group_name: row.get(2)?,
+                current_release_id: row.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
 /// The id of the deployment named `name` in a group.
 pub fn id_by_name(conn: &Connection, group_id: &str, name: &str) -> Result<Option<String>, Error> {
     Ok(conn
