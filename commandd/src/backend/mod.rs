@@ -1,0 +1,50 @@
+//! Where command payloads live (spec §1.1, §1.10): a key-value store for the params and
+//! response documents and a blob store for bodies too large for it. The protocol code sees
+//! only these two narrow traits; the local implementation ([`local`]) is the only one today.
+//! A DynamoDB/S3, Firestore/GCS or Azure Table/Blob backend implements the same two traits
+//! (the blob store's presigned requests then point at the cloud, not at the manager).
+//!
+//! Command state, leases, idempotency keys and deadlines are not here: they live in the
+//! registry ([`crate::store`]), on the data volume, where every transition is one conditional
+//! statement.
+
+pub mod local;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::body::Bytes;
+
+use crate::Error;
+use crate::api::BlobKind;
+use crate::wire::{Operation, PresignedRequest};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// Values of at most a few tens of kilobytes, by key.
+pub trait Kv: Send + Sync + Debug {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>>;
+    /// Durable when it returns.
+    fn put<'a>(&'a self, key: &'a str, value: Vec<u8>) -> BoxFuture<'a, ()>;
+}
+
+/// A command's large bodies, at `arc/commands/{commandId}/{params|response}`.
+pub trait Blobs: Send + Sync + Debug {
+    /// Durable when it returns; replaces what was there.
+    fn put<'a>(&'a self, command_id: &'a str, kind: BlobKind, bytes: Bytes) -> BoxFuture<'a, ()>;
+    fn get<'a>(&'a self, command_id: &'a str, kind: BlobKind) -> BoxFuture<'a, Option<Bytes>>;
+    /// A request a client can make without other credentials, valid for `seconds`.
+    fn presign<'a>(
+        &'a self,
+        operation: Operation,
+        command_id: &'a str,
+        kind: BlobKind,
+        seconds: i64,
+    ) -> BoxFuture<'a, PresignedRequest>;
+}
+
+/// The storage path of a body (§1.1).
+pub fn blob_path(command_id: &str, kind: BlobKind) -> String {
+    format!("arc/commands/{command_id}/{}", kind.as_str())
+}

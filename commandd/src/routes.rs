@@ -1,0 +1,153 @@
+//! commandd's socket API (see [`crate::api`] for what crosses it). Handlers only translate
+//! between HTTP and [`Commands`]; errors become the envelope in [`crate::error`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::Error;
+use crate::api::{self, BlobKind, MAX_WAIT_SECONDS, Owner};
+use crate::protocol::Commands;
+use crate::wire::{
+    CommandStatusResponse, CreateCommandResponse, LeaseResponse, PayloadResponse,
+    StorePayloadRequest, UploadCompleteResponse,
+};
+
+/// Storage bodies pass through here; the manager limits what it accepts before that.
+pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+pub fn router(commands: Arc<Commands>) -> Router {
+    Router::new()
+        .route("/commands", post(create))
+        .route("/commands/{id}", get(status))
+        .route("/commands/{id}/owner", get(owner))
+        .route("/commands/{id}/upload-complete", post(upload_complete))
+        .route("/commands/{id}/response", put(submit))
+        .route("/commands/{id}/payload", get(payload).put(store_payload))
+        .route("/leases", post(acquire))
+        .route("/leases/{id}/owner", get(lease_owner))
+        .route("/leases/{id}/release", post(release))
+        .route("/storage/{id}/{kind}", get(get_blob).put(put_blob))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(commands)
+}
+
+type Shared = State<Arc<Commands>>;
+
+/// A wait as asked for, cut to [`MAX_WAIT_SECONDS`]; `None` (or 0) answers at once.
+fn wait(seconds: Option<u64>) -> Option<Duration> {
+    seconds
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s.min(MAX_WAIT_SECONDS)))
+}
+
+async fn create(
+    State(commands): Shared,
+    Json(body): Json<api::Create>,
+) -> Result<Json<CreateCommandResponse>, Error> {
+    Ok(Json(
+        commands
+            .create(&body.subject, &body.deployment, body.request)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WaitQuery {
+    wait_seconds: Option<u64>,
+}
+
+async fn status(
+    State(commands): Shared,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Json<CommandStatusResponse>, Error> {
+    Ok(Json(commands.status(&id, wait(query.wait_seconds)).await?))
+}
+
+async fn owner(State(commands): Shared, Path(id): Path<String>) -> Result<Json<Owner>, Error> {
+    Ok(Json(commands.owner(&id).await?))
+}
+
+async fn upload_complete(
+    State(commands): Shared,
+    Path(id): Path<String>,
+    Json(body): Json<api::UploadComplete>,
+) -> Result<Json<UploadCompleteResponse>, Error> {
+    Ok(Json(
+        commands
+            .upload_complete(&id, &body.deployment, body.request.size)
+            .await?,
+    ))
+}
+
+async fn submit(
+    State(commands): Shared,
+    Path(id): Path<String>,
+    Json(body): Json<api::Submit>,
+) -> Result<StatusCode, Error> {
+    commands.submit(&id, &body.subject, body.response).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn payload(
+    State(commands): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<PayloadResponse>, Error> {
+    Ok(Json(commands.payload(&id).await?))
+}
+
+async fn store_payload(
+    State(commands): Shared,
+    Path(id): Path<String>,
+    Json(body): Json<StorePayloadRequest>,
+) -> Result<StatusCode, Error> {
+    commands.store_payload(&id, body).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn acquire(
+    State(commands): Shared,
+    Json(body): Json<api::Acquire>,
+) -> Result<Json<LeaseResponse>, Error> {
+    Ok(Json(
+        commands
+            .acquire(&body.subject, &body.request, wait(body.wait_seconds))
+            .await?,
+    ))
+}
+
+async fn lease_owner(
+    State(commands): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<Owner>, Error> {
+    Ok(Json(commands.lease_owner(&id).await?))
+}
+
+async fn release(State(commands): Shared, Path(id): Path<String>) -> Result<StatusCode, Error> {
+    commands.release(&id).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn put_blob(
+    State(commands): Shared,
+    Path((id, kind)): Path<(String, BlobKind)>,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    commands.put_blob(&id, kind, body).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn get_blob(
+    State(commands): Shared,
+    Path((id, kind)): Path<(String, BlobKind)>,
+) -> Result<Bytes, Error> {
+    commands.get_blob(&id, kind).await
+}

@@ -1,0 +1,103 @@
+//! Schema migrations, versioned by `PRAGMA user_version`: version N means the first N entries
+//! of [`MIGRATIONS`] are applied, each in its own transaction. Append; never edit one.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+use tracing::info;
+
+use crate::Error;
+
+const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA];
+
+/// Times are Unix milliseconds. The spec's KV keys for the pending index, the deadline index,
+/// leases and idempotency keys (§1.5) are rows and indexes here, so that each of their
+/// changes is one conditional statement together with the command's state.
+const INITIAL_SCHEMA: &str = "
+-- The registry (spec §1.1, §6.3's `commands`), with the lease a receiver holds. Creation
+-- order is the rowid: the pending index is `commands_pending`, oldest first.
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    deployment_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    delivery_mode TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    deadline INTEGER,
+    created_at INTEGER NOT NULL,
+    dispatched_at INTEGER,
+    completed_at INTEGER,
+    request_size_bytes INTEGER,
+    response_size_bytes INTEGER,
+    error TEXT,
+    target_resource_id TEXT NOT NULL,
+    target_resource_type TEXT NOT NULL,
+    lease_id TEXT,
+    lease_acquired_at INTEGER,
+    lease_expires_at INTEGER
+);
+CREATE INDEX commands_deployment ON commands (deployment_id);
+CREATE INDEX commands_pending ON commands (deployment_id, target_resource_id)
+    WHERE delivery_mode = 'pull' AND state IN ('PENDING', 'DISPATCHED');
+CREATE INDEX commands_deadline ON commands (deadline)
+    WHERE deadline IS NOT NULL AND state NOT IN ('SUCCEEDED', 'FAILED', 'EXPIRED');
+CREATE UNIQUE INDEX commands_lease ON commands (lease_id) WHERE lease_id IS NOT NULL;
+
+-- `idem:{dep}:{rid}:{command}:{key}` → command id, for 24 hours.
+CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY,
+    command_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The local backend's key-value store: params and response documents (`cmd:{id}:params`,
+-- `cmd:{id}:response`).
+CREATE TABLE kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+const LATEST: i64 = MIGRATIONS.len() as i64;
+
+pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let pending = usize::try_from(found)
+            .ok()
+            .and_then(|applied| MIGRATIONS.get(applied..))
+            .ok_or_else(|| Error::UnknownSchema {
+                path: path.to_path_buf(),
+                found,
+                supported: LATEST,
+            })?;
+        let Some(next) = pending.first() else {
+            return Ok(());
+        };
+        tx.execute_batch(next)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
+        tx.commit()?;
+        info!(version = found + 1, "commands database migrated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("commands.db");
+        let mut conn = Connection::open(&path).expect("open");
+        apply(&mut conn, &path).expect("migrate");
+        apply(&mut conn, &path).expect("again");
+        conn.pragma_update(None, "user_version", LATEST + 1)
+            .expect("bump");
+        assert!(matches!(
+            apply(&mut conn, &path),
+            Err(Error::UnknownSchema { .. })
+        ));
+    }
+}
