@@ -49,3 +49,4 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
 }
 pub mod api;
 pub mod registry;
+pub mod telemetry;
