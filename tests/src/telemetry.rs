@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -48,6 +48,7 @@ pub struct Received {
     /// The body, gunzipped when it was gzip.
     pub body: Vec<u8>,
     pub answered: u16,
+    pub at: Instant,
 }
 
 impl Received {
@@ -260,6 +261,7 @@ fn serve(stream: TcpStream, script: &Mutex<Script>, stop: &AtomicBool) {
                 headers,
                 body,
                 answered,
+                at: Instant::now(),
             });
             answer
         };
