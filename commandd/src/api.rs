@@ -29,6 +29,10 @@ use crate::wire::{
     UploadCompleteRequest,
 };
 
+/// The reserved target of the operator itself (§1.3): only callers with the operations
+/// capability, which no standalone token has, may address it.
+pub const OPERATOR_TARGET: &str = "operator";
+
 /// The longest `waitSeconds` a long poll may ask for; more is cut to this.
 pub const MAX_WAIT_SECONDS: u64 = 30;
 

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{BlobKind, DeploymentFacts, Owner, Subject};
+use crate::api::{BlobKind, DeploymentFacts, OPERATOR_TARGET, Owner, Subject};
 use crate::backend::{Blobs, Kv};
 use crate::signals::{Signals, target_key};
 use crate::signing::{self, KeyFile};
@@ -32,9 +32,6 @@ const KV_VALUE_THRESHOLD: usize = 20_000;
 
 /// Idempotency keys live a day (§1.4).
 const IDEMPOTENCY_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// The reserved target of the operator itself (§1.3).
-pub const OPERATOR_TARGET: &str = "operator";
 
 /// Leases handed out by one acquire at most, whatever `maxLeases` says.
 const MAX_LEASES: u32 = 100;
@@ -1082,7 +1079,11 @@ mod tests {
             target("api", TargetType::Worker),
         ];
         // (targets, requested, Ok(resource id) or the error code)
-        type Case<'a> = (&'a [CommandTarget], Option<&'a str>, Result<&'a str, &'a str>);
+        type Case<'a> = (
+            &'a [CommandTarget],
+            Option<&'a str>,
+            Result<&'a str, &'a str>,
+        );
         let cases: Vec<Case<'_>> = vec![
             (&one, None, Ok("api")),
             (&[], None, Err("NO_COMMAND_TARGETS")),

@@ -12,6 +12,11 @@ pub const PROTOCOL: &str = "arc.v1";
 /// `inlineAllowedUpTo` and `responseHandling.maxInlineBytes` (§1.6).
 pub const INLINE_MAX_BYTES: u64 = 150_000;
 
+/// An RFC 3339 time (a `deadline`) as Unix milliseconds; `None` when it is not one.
+pub fn parse_time(text: &str) -> Option<i64> {
+    crate::clock::parse_rfc3339(text)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CommandState {

@@ -29,6 +29,16 @@ pub enum Op {
     AcquireAny,
     ImportStack,
     UseDeploymentCredentials,
+    /// Creating a command, and finishing its params upload.
+    DispatchCommand,
+    /// A command's status and payload.
+    ReadCommand,
+    /// Answering a command with a bearer rather than its signed URL.
+    RespondToCommand,
+    /// Leasing a deployment's commands, and giving a lease back.
+    LeaseCommands,
+    /// Writing a command's payload documents directly, outside the lifecycle.
+    WriteCommandPayload,
     /// `POST /v1/logs`, `/v1/traces`, `/v1/metrics`: a deployment's own telemetry.
     IngestTelemetry,
     /// The telemetry queue's counters (ours).
@@ -78,6 +88,12 @@ impl Op {
                 "Access denied: only workspace-scoped tokens can acquire without an id filter"
             }
             Op::ImportStack => "Stack import requires a deployment-group-scoped token",
+            Op::DispatchCommand | Op::ReadCommand => "Access denied",
+            Op::RespondToCommand => {
+                "Access denied: only the target deployment can submit responses"
+            }
+            Op::LeaseCommands => "Access denied: can only acquire leases for own deployment",
+            Op::WriteCommandPayload => "Workspace-write access required",
             Op::IngestTelemetry => "Cannot ingest this telemetry signal",
             Op::ReadReleases
             | Op::ReadDeployment
@@ -123,6 +139,11 @@ pub fn rule(op: Op, role: Role) -> Rule {
         Op::AcquireAny => (Allow, DenyDefault, DenyDefault),
         Op::ImportStack => (DenyDefault, Allow, DenyDefault),
         Op::UseDeploymentCredentials => (Allow, OwnGroup, OwnDeployment),
+        Op::DispatchCommand => (Allow, OwnGroup, DenyDefault),
+        Op::ReadCommand => (Allow, OwnGroup, OwnDeployment),
+        Op::RespondToCommand => (Allow, OwnGroup, OwnDeployment),
+        Op::LeaseCommands => (Allow, OwnGroup, OwnDeployment),
+        Op::WriteCommandPayload => (Allow, DenyDefault, DenyDefault),
         // The deployment is the token's own: a token speaks only for its deployment.
         Op::IngestTelemetry => (DenyDefault, DenyDefault, Allow),
         Op::ReadTelemetryStatus => (Allow, DenyDefault, DenyDefault),
@@ -274,6 +295,17 @@ mod tests {
             (WriteVault, DEP_IN_G1, Ok(()), Ok(()), DENIED, Ok(()), DENIED),
             (ReadVault, DEP_IN_G1, Ok(()), Ok(()), DENIED, Ok(()), DENIED),
             (SyncDeployment, DEP_IN_G1, Ok(()), Ok(()), DENIED, Ok(()), DENIED),
+            (DispatchCommand, DEP_IN_G1, Ok(()), Ok(()), DENIED, DENIED, DENIED),
+            (ReadCommand, DEP_IN_G1, Ok(()), Ok(()), DENIED, Ok(()), DENIED),
+            (RespondToCommand, DEP_IN_G1, Ok(()), Ok(()),
+                Err("Access denied: only the target deployment can submit responses"), Ok(()),
+                Err("Access denied: only the target deployment can submit responses")),
+            (LeaseCommands, DEP_IN_G1, Ok(()), Ok(()),
+                Err("Access denied: can only acquire leases for own deployment"), Ok(()),
+                Err("Access denied: can only acquire leases for own deployment")),
+            (WriteCommandPayload, Target::Nothing, Ok(()),
+                Err("Workspace-write access required"), Err("Workspace-write access required"),
+                Err("Workspace-write access required"), Err("Workspace-write access required")),
             (AcquireAny, Target::Nothing, Ok(()),
                 Err("Access denied: only workspace-scoped tokens can acquire without an id filter"),
                 Err("Access denied: only workspace-scoped tokens can acquire without an id filter"),

@@ -6,6 +6,7 @@
 mod auth;
 mod authz;
 mod bootstrap;
+mod commands;
 mod error;
 mod extract;
 mod ids;
@@ -60,6 +61,11 @@ pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) ->
         base_url: ctx.config.base_url().into(),
         registries: std::sync::Arc::new(registry::routing::RegistryRoutes::from_config(
             &ctx.config.artifact_registry,
+        )),
+        commands: std::sync::Arc::new(commands::Forwarder::new(
+            ctx.data.socket(Daemon::Commandd),
+            signing_key.as_bytes(),
+            ctx.shutdown.clone(),
         )),
         signing_key,
         telemetry: routes::telemetry::Limits::from_config(&ctx.config.telemetry),

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::Error;
+use crate::commands::Forwarder;
+use crate::routes::commands;
 use crate::extract::BODY_LIMIT;
 use crate::registry::routing::RegistryRoutes;
 use crate::routes::telemetry;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub registries: Arc<RegistryRoutes>,
     /// What the telemetry routes check before handing a request to otelfwd.
     pub telemetry: telemetry::Limits,
+    /// commandd's socket, where the commands routes forward to.
+    pub commands: Arc<Forwarder>,
     #[expect(
         dead_code,
         reason = "command response URLs and registry upload sessions, in their issues, sign with it"
@@ -84,6 +88,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stack/import", post(unsupported::stack_import))
         .route("/v1/credentials/mint", post(unsupported::mint_credentials))
         .route("/v1/bindings/resolve", post(unsupported::resolve_binding))
+        .route("/v1/commands", post(commands::create))
+        .route("/v1/commands/leases", post(commands::acquire))
+        .route(
+            "/v1/commands/leases/{lease_id}/release",
+            post(commands::release),
+        )
+        .route(
+            "/v1/commands/storage/{id}/{kind}",
+            get(commands::storage).put(commands::storage),
+        )
+        .route("/v1/commands/{id}", get(commands::status))
+        .route(
+            "/v1/commands/{id}/upload-complete",
+            post(commands::upload_complete),
+        )
+        .route("/v1/commands/{id}/response", put(commands::submit))
+        .route(
+            "/v1/commands/{id}/payload",
+            get(commands::payload).put(commands::store_payload),
+        )
         .route("/v1/build-config", get(build_config::build_config))
         .route("/v1/platforms", get(build_config::platforms))
         .route("/v1/logs", post(telemetry::logs))

@@ -1,6 +1,7 @@
 //! One module per section of the spec's HTTP API (§3).
 
 pub mod build_config;
+pub mod commands;
 pub mod deployment_groups;
 pub mod deployments;
 pub mod health;
