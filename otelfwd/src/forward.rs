@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use plumbing::config::TelemetryConfig;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Signal;
 use crate::queue::{Batch, BatchLimits, Queue};
@@ -145,8 +145,10 @@ impl Forwarder {
         let items = batch.items();
         let body = match encode(batch) {
             Ok(body) => body,
+            // Compressing into memory cannot fail short of running out of it; stopping this
+            // forwarder leaves the batch queued for the next start.
             Err(error) => {
-                warn!(signal = %self.signal, %error, "cannot compress a batch");
+                error!(signal = %self.signal, %error, "cannot compress a batch; forwarding of this signal stops");
                 return false;
             }
         };

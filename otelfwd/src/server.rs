@@ -100,10 +100,18 @@ async fn ingest(
             .await;
         match pushed {
             Ok(()) => {}
-            Err(QueueError::Full { .. } | QueueError::TooLarge { .. }) => {
+            Err(QueueError::Full { .. }) => {
                 Counters::add(&counters.refused_full, 1);
                 return Err(IngestError::QueueFull {
                     retry_after: FULL_RETRY_AFTER,
+                });
+            }
+            // Only a request at the decompressed limit, grown by its attributes, can be larger
+            // than a signal's whole queue (the configuration ensures the rest fit): waiting
+            // would not help.
+            Err(QueueError::TooLarge { .. }) => {
+                return Err(IngestError::DecompressedTooLarge {
+                    limit: state.limits.max_decompressed,
                 });
             }
             Err(error) => return Err(IngestError::Queue(error)),
