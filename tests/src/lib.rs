@@ -50,3 +50,4 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
 pub mod api;
 pub mod registry;
 pub mod telemetry;
+pub mod commands;
