@@ -39,6 +39,8 @@ pub struct Target {
     pub group: Group,
     pub deployment: Deployment,
     pub release_id: String,
+    /// The state reported, which [`Target::report`] reports again.
+    pub state: Value,
 }
 
 impl Target {
@@ -73,12 +75,19 @@ impl Target {
         if let Some(stack_state) = stack_state {
             state["stackState"] = stack_state;
         }
-        api.reconcile_as("commands-fixture", &deployment, state);
+        api.reconcile_as("commands-fixture", &deployment, state.clone());
         Target {
             group,
             deployment,
             release_id,
+            state,
         }
+    }
+
+    /// Reports the fixture's state again: a release made since moved every running
+    /// deployment to `update-pending` (spec §3.3).
+    pub fn report(&self, api: &Api) {
+        api.reconcile_as("commands-fixture", &self.deployment, self.state.clone());
     }
 }
 
