@@ -98,20 +98,10 @@ async fn ingest(
         .to_bytes();
     let subject = caller.authenticate(&state.store).await?;
     let origin = origin(&state, &subject).await?;
-    let query = serde_urlencoded::to_string(&origin)
-        .map_err(|e| Error::Write(format!("encoding the telemetry origin: {e}")))?;
-    let mut request = Request::new(Body::from(bytes));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = format!("{}?{query}", wire::ingest_path(signal))
-        .parse()
-        .map_err(|e| Error::Write(format!("the telemetry forwarding path: {e}")))?;
-    let forwarded = request.headers_mut();
-    forwarded.insert(HOST, HeaderValue::from_static("localhost"));
-    for name in [CONTENT_TYPE, CONTENT_ENCODING] {
-        if let Some(value) = headers.get(&name) {
-            forwarded.insert(name, value.clone());
-        }
-    }
+    let request = forwarded(signal, &origin, &headers, bytes).map_err(|reason| {
+        error!(%signal, %reason, "cannot build the request to otelfwd");
+        unavailable("The telemetry forwarder cannot be reached")
+    })?;
     let socket = state.data.socket(Daemon::Otelfwd);
     let exchange = async {
         let response = uds::send(&socket, request).await?;
@@ -141,6 +131,30 @@ async fn ingest(
         return Ok(Json(json!({ "accepted": true })));
     }
     Err(refusal(status, retry_after.as_ref(), &body))
+}
+
+/// The request to otelfwd: the sender's body and encoding headers, and the origin in the
+/// query string (`otelfwd::wire`).
+fn forwarded(
+    signal: Signal,
+    origin: &Origin,
+    headers: &HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Request<Body>, String> {
+    let query = serde_urlencoded::to_string(origin).map_err(|e| e.to_string())?;
+    let mut request = Request::new(Body::from(bytes));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = format!("{}?{query}", wire::ingest_path(signal))
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let forwarded = request.headers_mut();
+    forwarded.insert(HOST, HeaderValue::from_static("localhost"));
+    for name in [CONTENT_TYPE, CONTENT_ENCODING] {
+        if let Some(value) = headers.get(&name) {
+            forwarded.insert(name, value.clone());
+        }
+    }
+    Ok(request)
 }
 
 /// The deployment a token stands for, and where it is: its group and current release.
