@@ -254,3 +254,30 @@ fn a_full_queue_answers_503_with_retry_after_and_takes_data_again_once_drained()
         signal_status(&api, "logs")
     );
 }
+
+#[test]
+fn what_is_queued_survives_an_orderly_restart_of_otelfwd() {
+    let backend = Backend::start();
+    backend.set_default("traces", Answer::Status(503));
+    let api = start_api(config(Some(&backend.url()), ""));
+    let group = api.create_group();
+    let deployment = api.create_deployment(&group, e2e::api::NewDeployment::pull());
+    let names: Vec<String> = (0..20).map(|i| format!("restart-{i}")).collect();
+    for name in &names {
+        let reply = Ingest::new("traces", span(name), &deployment.token).send(&api);
+        assert!(reply.accepted(), "{}", reply.summary());
+    }
+    let first = api.server().daemon_pid("otelfwd").expect("otelfwd runs");
+    kill(Pid::from_raw(first), Signal::SIGTERM).expect("SIGTERM otelfwd");
+    api.server()
+        .wait_daemon_pid("otelfwd", Some(first), Duration::from_secs(10));
+    let reopened = e2e::wait_for(Duration::from_secs(10), || {
+        (counter(&api, "traces", "queueRecords") == 20).then_some(())
+    });
+    assert!(reopened.is_some(), "{}", signal_status(&api, "traces"));
+    backend.set_default("traces", Answer::Status(200));
+    backend.wait(Duration::from_secs(20), "every span", |b| {
+        let got: BTreeSet<String> = b.span_names().into_iter().collect();
+        names.iter().all(|n| got.contains(n))
+    });
+}
