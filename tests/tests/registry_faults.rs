@@ -179,6 +179,9 @@ fn kill_9_of_registryd_in_the_middle_of_a_large_upload_serves_no_partial_blob() 
         .expect("Range end")
         + 1;
     let session = e2e::registry::location(&status);
+    // From here on the blob may be served: the watcher stops before the upload completes.
+    done.store(true, Ordering::SeqCst);
+    let looks = watcher.join().expect("the watcher's thread");
     let rest = oci.call(
         "PUT",
         &with_digest(&session, &digest),
@@ -189,8 +192,6 @@ fn kill_9_of_registryd_in_the_middle_of_a_large_upload_serves_no_partial_blob() 
         ],
         &blob[offset..],
     );
-    done.store(true, Ordering::SeqCst);
-    let looks = watcher.join().expect("the watcher's thread");
     assert_eq!(rest.status, 201, "resumed upload: {}", rest.summary());
     assert!(
         !looks.contains(&200),

@@ -31,6 +31,8 @@ struct Case {
     /// `{session}`: a new upload session of [`REPO`] made for the case; `{foreign}`: the id
     /// of a session of [`FOREIGN`].
     path: String,
+    /// `?digest=` (or `&digest=`) added once the path is known.
+    digest: Option<String>,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
     /// Send the body without a `Content-Length` (chunked), as a streaming client does.
@@ -47,6 +49,7 @@ fn case(name: &'static str, method: &'static str, path: impl Into<String>) -> Ca
         name,
         method,
         path: path.into(),
+        digest: None,
         headers: Vec::new(),
         body: Vec::new(),
         chunked: false,
@@ -58,6 +61,10 @@ fn case(name: &'static str, method: &'static str, path: impl Into<String>) -> Ca
 }
 
 impl Case {
+    fn digest(mut self, digest: &str) -> Case {
+        self.digest = Some(digest.to_owned());
+        self
+    }
     fn header(mut self, name: &'static str, value: impl Into<String>) -> Case {
         self.headers.push((name, value.into()));
         self
@@ -144,45 +151,33 @@ fn cases(config: &[u8], layer: &[u8]) -> Vec<Case> {
         .error(400, "DIGEST_INVALID")
         .no_blob(REPO, &body)
         .no_digest(REPO, &d_other),
-        case(
-            "monolithic PUT, digest of other bytes",
-            "PUT",
-            with_digest("{session}", &d_other),
-        )
-        .header("content-type", "application/octet-stream")
-        .body(body.clone())
-        .error(400, "DIGEST_INVALID")
-        .no_blob(REPO, &body)
-        .no_digest(REPO, &d_other)
-        .then(After::SessionGone),
-        case(
-            "streamed PUT, digest of other bytes",
-            "PUT",
-            with_digest("{session}", &d_other),
-        )
-        .body(body.clone())
-        .chunked()
-        .error(400, "DIGEST_INVALID")
-        .no_blob(REPO, &body)
-        .then(After::SessionGone),
-        case(
-            "PUT, malformed digest",
-            "PUT",
-            with_digest("{session}", "sha256:not-hex"),
-        )
-        .body(body.clone())
-        .error(400, "DIGEST_INVALID")
-        .no_blob(REPO, &body)
-        .then(After::SessionGone),
-        case(
-            "PUT, unsupported algorithm",
-            "PUT",
-            with_digest("{session}", "md5:d41d8cd98f00b204e9800998ecf8427e"),
-        )
-        .body(body.clone())
-        .error(400, "DIGEST_INVALID")
-        .no_blob(REPO, &body)
-        .then(After::SessionGone),
+        case("monolithic PUT, digest of other bytes", "PUT", "{session}")
+            .digest(&d_other)
+            .header("content-type", "application/octet-stream")
+            .body(body.clone())
+            .error(400, "DIGEST_INVALID")
+            .no_blob(REPO, &body)
+            .no_digest(REPO, &d_other)
+            .then(After::SessionGone),
+        case("streamed PUT, digest of other bytes", "PUT", "{session}")
+            .digest(&d_other)
+            .body(body.clone())
+            .chunked()
+            .error(400, "DIGEST_INVALID")
+            .no_blob(REPO, &body)
+            .then(After::SessionGone),
+        case("PUT, malformed digest", "PUT", "{session}")
+            .digest("sha256:not-hex")
+            .body(body.clone())
+            .error(400, "DIGEST_INVALID")
+            .no_blob(REPO, &body)
+            .then(After::SessionGone),
+        case("PUT, unsupported algorithm", "PUT", "{session}")
+            .digest("md5:d41d8cd98f00b204e9800998ecf8427e")
+            .body(body.clone())
+            .error(400, "DIGEST_INVALID")
+            .no_blob(REPO, &body)
+            .then(After::SessionGone),
         case("PUT without a digest", "PUT", "{session}")
             .body(body.clone())
             .error(400, "DIGEST_INVALID")
@@ -203,8 +198,9 @@ fn cases(config: &[u8], layer: &[u8]) -> Vec<Case> {
         case(
             "PUT, Content-Range longer than the body",
             "PUT",
-            with_digest("{session}", &sha256(&body)),
+            "{session}",
         )
+        .digest(&sha256(&body))
         .header("content-range", format!("0-{}", body.len() + 10))
         .body(body.clone())
         .error(400, "SIZE_INVALID")
@@ -329,8 +325,9 @@ fn cases(config: &[u8], layer: &[u8]) -> Vec<Case> {
         case(
             "PUT to another repository's session",
             "PUT",
-            with_digest(&v2("blobs/uploads/{foreign}"), &sha256(&body)),
+            v2("blobs/uploads/{foreign}"),
         )
+        .digest(&sha256(&body))
         .body(body.clone())
         .error(404, "BLOB_UPLOAD_UNKNOWN")
         .no_blob(REPO, &body)
@@ -395,6 +392,10 @@ fn bad_input_gets_its_spec_error_and_leaves_nothing_behind() {
             .path
             .replace("{session}", &session)
             .replace("{foreign}", &foreign_id);
+        let path = match &c.digest {
+            Some(digest) => with_digest(&path, digest),
+            None => path,
+        };
         let headers: Vec<(&str, &str)> = c.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let reply = if c.early {
             oci.call_reading_early(c.method, &path, &admin, &headers, &c.body, c.chunked)
