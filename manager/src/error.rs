@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plumbing::envelope::ErrorEnvelope;
 use serde_json::json;
@@ -386,6 +386,81 @@ impl IntoResponse for Error {
     }
 }
 
+/// What `/v2` answers when the manager answers itself rather than registryd (spec §3.14):
+/// the distribution spec's body `{"errors":[{"code","message","detail":null}]}`, not the
+/// envelope, with `WWW-Authenticate: Basic realm="alien-manager"` on a 401 so that a registry
+/// client knows to send its credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("UNAUTHORIZED: {0}")]
+    Unauthorized(&'static str),
+
+    #[error("{0}")]
+    Denied(Cow<'static, str>),
+
+    /// No registry this manager serves holds the repository (or, for a deployment token,
+    /// there is no release to pull from).
+    #[error("{0}")]
+    NameUnknown(String),
+
+    /// A `/v2` path that names no endpoint of the distribution spec.
+    #[error("no such endpoint: {0}")]
+    Unsupported(String),
+
+    /// registryd did not answer; the cause is logged.
+    #[error("registry unavailable")]
+    Unavailable,
+
+    #[error(transparent)]
+    Internal(Error),
+}
+
+/// `Docker-Distribution-API-Version: registry/2.0`, on every `/v2` answer as registries send
+/// it.
+pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const API_VERSION_2: HeaderValue = HeaderValue::from_static("registry/2.0");
+
+impl From<Error> for OciError {
+    fn from(error: Error) -> OciError {
+        match error {
+            Error::Unauthorized(reason) => OciError::Unauthorized(reason),
+            Error::Forbidden(reason) => OciError::Denied(reason),
+            other => OciError::Internal(other),
+        }
+    }
+}
+
+impl IntoResponse for OciError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            OciError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            OciError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            OciError::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            OciError::Unsupported(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
+            OciError::Unavailable => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
+            OciError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        };
+        let message = match &self {
+            OciError::Internal(error) => {
+                error!(%error, "registry request failed");
+                "Internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({"errors": [{"code": code, "message": message, "detail": null}]});
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(API_VERSION, API_VERSION_2);
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"alien-manager\""),
+            );
+        }
+        response
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,5 +671,77 @@ mod tests {
                 "httpStatusCode": 500
             })
         );
+    }
+
+    #[tokio::test]
+    async fn registry_errors_have_the_distribution_specs_body() {
+        // (error, status, code, message, challenge)
+        let cases = [
+            (
+                OciError::from(Error::Unauthorized("Invalid token")),
+                401,
+                "UNAUTHORIZED",
+                "UNAUTHORIZED: Invalid token",
+                true,
+            ),
+            (
+                OciError::from(Error::forbidden("Access denied")),
+                403,
+                "DENIED",
+                "Access denied",
+                false,
+            ),
+            (
+                OciError::NameUnknown("Repository 'x' is not served here".into()),
+                404,
+                "NAME_UNKNOWN",
+                "Repository 'x' is not served here",
+                false,
+            ),
+            (
+                OciError::Unsupported("/v2/a".into()),
+                404,
+                "UNSUPPORTED",
+                "no such endpoint: /v2/a",
+                false,
+            ),
+            (
+                OciError::Unavailable,
+                502,
+                "UNKNOWN",
+                "registry unavailable",
+                false,
+            ),
+            (
+                OciError::from(Error::Database(rusqlite::Error::InvalidQuery)),
+                500,
+                "UNKNOWN",
+                "Internal server error",
+                false,
+            ),
+        ];
+        for (error, status, code, message, challenge) in cases {
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{code}");
+            let headers = response.headers().clone();
+            assert_eq!(
+                headers
+                    .get("www-authenticate")
+                    .map(|v| v.to_str().expect("ascii")),
+                challenge.then_some("Basic realm=\"alien-manager\""),
+                "{code}"
+            );
+            assert_eq!(headers["docker-distribution-api-version"], "registry/2.0");
+            assert_eq!(headers["content-type"], "application/json");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(
+                body,
+                json!({"errors": [{"code": code, "message": message, "detail": null}]}),
+                "{code}"
+            );
+        }
     }
 }

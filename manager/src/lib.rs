@@ -59,8 +59,10 @@ pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) ->
         store,
         data: ctx.data.clone(),
         base_url: ctx.config.base_url().into(),
-        registries: std::sync::Arc::new(registry::routing::RegistryRoutes::from_config(
-            &ctx.config.artifact_registry,
+        registry: std::sync::Arc::new(registry::Registry::new(
+            registry::routing::RegistryRoutes::from_config(&ctx.config.artifact_registry),
+            ctx.data.socket(Daemon::Registryd),
+            signing_key.as_bytes(),
         )),
         commands: std::sync::Arc::new(commands::Forwarder::new(
             ctx.data.socket(Daemon::Commandd),

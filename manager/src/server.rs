@@ -15,13 +15,13 @@ use tracing::info;
 
 use crate::Error;
 use crate::commands::Forwarder;
-use crate::routes::commands;
 use crate::extract::BODY_LIMIT;
-use crate::registry::routing::RegistryRoutes;
+use crate::registry::Registry;
+use crate::routes::commands;
 use crate::routes::telemetry;
 use crate::routes::{
-    build_config, deployment_groups, deployments, health, initialize, releases, sync, tokens,
-    unsupported, whoami,
+    build_config, deployment_groups, deployments, health, initialize, registry, releases, sync,
+    tokens, unsupported, whoami,
 };
 use crate::signing_key::SigningKey;
 use crate::store::Store;
@@ -33,7 +33,7 @@ pub struct AppState {
     pub data: DataDir,
     /// The public URL, without a trailing slash.
     pub base_url: Arc<str>,
-    pub registries: Arc<RegistryRoutes>,
+    pub registry: Arc<Registry>,
     /// What the telemetry routes check before handing a request to otelfwd.
     pub telemetry: telemetry::Limits,
     /// commandd's socket, where the commands routes forward to.
@@ -115,6 +115,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/metrics", post(telemetry::metrics))
         .route("/v1/telemetry/status", get(telemetry::status))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // After the limit, which applies to the routes above only: registry bodies are
+        // streamed to registryd whatever their size.
+        .route("/v2", get(registry::version_check))
+        .route("/v2/", get(registry::version_check))
+        .route(
+            "/v2/{*path}",
+            get(registry::proxy)
+                .post(registry::proxy)
+                .put(registry::proxy)
+                .patch(registry::proxy)
+                .delete(registry::proxy),
+        )
         .with_state(state)
 }
 

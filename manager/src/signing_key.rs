@@ -50,10 +50,6 @@ impl SigningKey {
         }
     }
 
-    #[allow(
-        dead_code,
-        reason = "command response URLs and registry upload sessions, in their issues, sign with it"
-    )]
     pub fn as_bytes(&self) -> &[u8; LEN] {
         &self.0
     }

@@ -75,6 +75,23 @@ impl RegistryRoutes {
             })
     }
 
+    /// The platform whose registry holds `repository`: the route with the longest prefix
+    /// that is the whole name or a run of its leading components (an empty prefix catches
+    /// every name). `artifacts/default` routes `artifacts/default` and
+    /// `artifacts/default/team/app`, but not `artifacts/defaults`.
+    pub fn route(&self, repository: &str) -> Option<Platform> {
+        self.routes
+            .iter()
+            .filter(|(prefix, _)| {
+                prefix.is_empty()
+                    || repository
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, platform)| *platform)
+    }
+
     pub fn cloud_platforms(&self) -> Vec<&'static str> {
         self.routes
             .iter()
@@ -130,5 +147,42 @@ mod tests {
         assert_eq!(routes.repository(Platform::Azure), Some(""));
         assert_eq!(routes.cloud_platforms(), ["aws", "gcp", "azure"]);
         assert_eq!(routes.default_repository().ok(), Some(""), "the catch-all");
+    }
+
+    #[test]
+    fn repositories_go_to_the_longest_prefix_that_covers_them() {
+        let local = Some(Platform::Local);
+        let default = RegistryRoutes::from_config(&ArtifactRegistryConfig::default());
+        for (repository, want) in [
+            ("artifacts/default", local),
+            ("artifacts/default/app", local),
+            ("artifacts/default/team/app/deeper", local),
+            ("artifacts/defaults", None),
+            ("artifacts/default-x", None),
+            ("artifacts", None),
+            ("library/alpine", None),
+            ("", None),
+        ] {
+            assert_eq!(default.route(repository), want, "{repository}");
+        }
+
+        let config = ArtifactRegistryConfig {
+            aws: ecr("artifacts"),
+            azure: Some(ArtifactRegistryBinding::Acr {
+                registry_name: "r".into(),
+                resource_group_name: "g".into(),
+                repository_prefix: None,
+            }),
+            ..Default::default()
+        };
+        let routes = RegistryRoutes::from_config(&config);
+        for (repository, want) in [
+            ("artifacts/default/app", local),
+            ("artifacts/other", Some(Platform::Aws)),
+            ("artifacts", Some(Platform::Aws)),
+            ("library/alpine", Some(Platform::Azure)),
+        ] {
+            assert_eq!(routes.route(repository), want, "{repository}");
+        }
     }
 }

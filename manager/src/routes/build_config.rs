@@ -24,14 +24,14 @@ pub async fn build_config(
             let platform = Platform::parse(&name.to_ascii_lowercase()).ok_or_else(|| {
                 Error::plain(StatusCode::BAD_REQUEST, format!("Unknown platform: {name}"))
             })?;
-            state.registries.repository(platform).ok_or_else(|| {
+            state.registry.routes.repository(platform).ok_or_else(|| {
                 Error::plain(
                     StatusCode::NOT_FOUND,
                     format!("No artifact registry configured for platform '{platform}'"),
                 )
             })?
         }
-        None => state.registries.default_repository()?,
+        None => state.registry.routes.default_repository()?,
     };
     Ok(Json(BuildConfigResponse {
         repository_name: repository.to_owned(),
@@ -44,6 +44,6 @@ pub async fn platforms(
 ) -> Result<Json<PlatformsResponse>, Error> {
     authorize(&subject, Op::ListPlatforms, Target::Nothing)?;
     Ok(Json(PlatformsResponse {
-        platforms: state.registries.cloud_platforms(),
+        platforms: state.registry.routes.cloud_platforms(),
     }))
 }

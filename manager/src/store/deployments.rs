@@ -204,6 +204,17 @@ pub fn group_of(conn: &Connection, id: &str) -> Result<Option<String>, Error> {
         .optional()?)
 }
 
+/// The release a deployment's images are pulled from: its current one, else its desired
+/// one. `None` when there is no such deployment, `Some(None)` when it has neither.
+pub fn pull_release_of(conn: &Connection, id: &str) -> Result<Option<Option<String>>, Error> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(current_release_id, desired_release_id) FROM deployments WHERE id = ?1",
+        )?
+        .query_row([id], |row| row.get(0))
+        .optional()?)
+}
+
 /// A deployment's stored status, for explaining why a conditional change did not happen.
 pub fn status_of(conn: &Connection, id: &str) -> Result<Option<String>, Error> {
     Ok(conn
