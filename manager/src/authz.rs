@@ -43,6 +43,8 @@ pub enum Op {
     IngestTelemetry,
     /// The telemetry queue's counters (ours).
     ReadTelemetryStatus,
+    /// Running the registry's garbage collection (ours).
+    CollectRegistryGarbage,
 }
 
 /// What a role may do with an operation.
@@ -74,7 +76,8 @@ impl Op {
             Op::ManageTokens
             | Op::CreateRelease
             | Op::CreateDeploymentGroup
-            | Op::ReadTelemetryStatus => "Admin access required",
+            | Op::ReadTelemetryStatus
+            | Op::CollectRegistryGarbage => "Admin access required",
             Op::BuildConfig => "Build config requires write access",
             Op::ListPlatforms => "Platforms list requires write access",
             Op::ReadDeploymentGroup => "Cannot read deployment group",
@@ -147,6 +150,7 @@ pub fn rule(op: Op, role: Role) -> Rule {
         // The deployment is the token's own: a token speaks only for its deployment.
         Op::IngestTelemetry => (DenyDefault, DenyDefault, Allow),
         Op::ReadTelemetryStatus => (Allow, DenyDefault, DenyDefault),
+        Op::CollectRegistryGarbage => (Allow, DenyDefault, DenyDefault),
     };
     match role {
         Role::WorkspaceAdmin => admin,
@@ -316,6 +320,7 @@ mod tests {
                 Err("Stack import requires a deployment-group-scoped token"),
                 Err("Stack import requires a deployment-group-scoped token")),
             (UseDeploymentCredentials, DEP_IN_G1, Ok(()), Ok(()), DENIED, Ok(()), DENIED),
+            (CollectRegistryGarbage, Target::Nothing, Ok(()), ADMIN, ADMIN, ADMIN, ADMIN),
             (IngestTelemetry, Target::Nothing, Err("Cannot ingest this telemetry signal"),
                 Err("Cannot ingest this telemetry signal"), Err("Cannot ingest this telemetry signal"),
                 Ok(()), Ok(())),

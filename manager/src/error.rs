@@ -90,6 +90,15 @@ pub enum Error {
     #[error("Failed to read the request body: {0}")]
     UnreadableBody(String),
 
+    /// registryd did not answer: its socket is not there, or the exchange broke off. The
+    /// cause is logged where it happened.
+    #[error("The registry is unavailable")]
+    RegistryUnavailable,
+
+    /// registryd refused a request the manager passed on as the client sent it.
+    #[error("{0}")]
+    RegistryRefused(String),
+
     /// A telemetry body whose `Content-Type` or `Content-Encoding` is not OTLP/HTTP's.
     #[error("{0}")]
     TelemetryMediaType(String),
@@ -207,6 +216,9 @@ pub enum Error {
 
     #[error("serving HTTP: {0}")]
     Serve(io::Error),
+
+    #[error("registryd answered {status}: {body}")]
+    RegistryFailed { status: StatusCode, body: String },
 }
 
 impl Error {
@@ -242,7 +254,10 @@ impl Error {
                 "FORBIDDEN",
                 json!({ "reason": message }),
             ),
-            Error::BadRequest(_) | Error::MalformedJson(_) | Error::UnreadableBody(_) => (
+            Error::BadRequest(_)
+            | Error::MalformedJson(_)
+            | Error::UnreadableBody(_)
+            | Error::RegistryRefused(_) => (
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 json!({ "reason": message }),
@@ -329,6 +344,12 @@ impl Error {
                 "PAYLOAD_TOO_LARGE",
                 json!({ "limit_bytes": limit }),
             ),
+            Error::RegistryUnavailable => {
+                return Some(
+                    ErrorEnvelope::new(StatusCode::BAD_GATEWAY, "REGISTRY_UNAVAILABLE", message)
+                        .retryable(),
+                );
+            }
             Error::TelemetryMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UNSUPPORTED_MEDIA_TYPE",
@@ -743,5 +764,22 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_registry_is_a_retryable_502() {
+        let (status, _, body) = wire(Error::RegistryUnavailable).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            body,
+            json!({
+                "code": "REGISTRY_UNAVAILABLE",
+                "message": "The registry is unavailable",
+                "retryable": true,
+                "internal": false,
+                "httpStatusCode": 502,
+            })
+        );
     }
 }

@@ -33,14 +33,52 @@ where
         if !is_json(req.headers()) {
             return Err(Error::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge { limit: BODY_LIMIT },
-                _ => Error::UnreadableBody(rejection.body_text()),
-            }
-        })?;
+        let bytes = read(req, state).await?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// A JSON body that may be left out: `None` when the body is empty or whitespace, whatever
+/// its `Content-Type`; otherwise checked as [`JsonBody`] checks it. The bytes are kept, for a
+/// body that is passed on as it came.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T> {
+    pub value: Option<T>,
+    pub bytes: Bytes,
+}
+
+impl<T, S> FromRequest<S> for OptionalJsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let json = is_json(req.headers());
+        let bytes = read(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody { value: None, bytes });
+        }
+        if !json {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let value = parse(&bytes)?;
+        Ok(OptionalJsonBody {
+            value: Some(value),
+            bytes,
+        })
+    }
+}
+
+/// The whole body, within [`BODY_LIMIT`].
+async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge { limit: BODY_LIMIT },
+            _ => Error::UnreadableBody(rejection.body_text()),
+        })
 }
 
 /// Path parameters, as axum's `Path`.
@@ -222,5 +260,42 @@ mod tests {
                 (other, _) => panic!("{body}: unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_may_be_left_out_whatever_its_type() {
+        async fn extract(content_type: Option<&str>, body: &str) -> Result<Option<Item>, Error> {
+            let mut request = Request::new(axum::body::Body::from(body.to_owned()));
+            if let Some(value) = content_type {
+                request
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, value.parse().expect("header"));
+            }
+            let got = OptionalJsonBody::<Item>::from_request(request, &()).await?;
+            assert_eq!(&got.bytes[..], body.as_bytes());
+            Ok(got.value)
+        }
+        assert!(matches!(extract(None, "").await, Ok(None)));
+        assert!(matches!(
+            extract(Some("application/json"), " \n").await,
+            Ok(None)
+        ));
+        assert!(matches!(extract(Some("text/plain"), "").await, Ok(None)));
+        assert!(matches!(
+            extract(Some("application/json"), r#"{"kind": 3}"#).await,
+            Ok(Some(Item { kind: 3 }))
+        ));
+        assert!(matches!(
+            extract(None, r#"{"kind": 3}"#).await,
+            Err(Error::UnsupportedMediaType)
+        ));
+        assert!(matches!(
+            extract(Some("application/json"), r#"{"kind": "x"}"#).await,
+            Err(Error::InvalidBody { .. })
+        ));
+        assert!(matches!(
+            extract(Some("application/json"), "{").await,
+            Err(Error::MalformedJson(_))
+        ));
     }
 }

@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/traces", post(telemetry::traces))
         .route("/v1/metrics", post(telemetry::metrics))
         .route("/v1/telemetry/status", get(telemetry::status))
+        .route("/v1/registry/gc", post(registry::collect_garbage))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // After the limit, which applies to the routes above only: registry bodies are
         // streamed to registryd whatever their size.

@@ -1,22 +1,27 @@
 //! The registry proxy (spec §3.14, protocols §4.4–4.5): `GET /v2` and `/v2/`, answered
 //! here; every other `/v2/...` request, authorized and forwarded to registryd with its body
-//! streamed both ways.
+//! streamed both ways; and `POST /v1/registry/gc`, the admin's garbage collection (ours:
+//! the public manager has none).
 //!
 //! Errors on `/v2` are the distribution spec's ([`OciError`]); registryd's own answers,
 //! errors included, go back as registryd gave them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
+use registryd::{GcOptions, GcReport};
 use tracing::warn;
 
 use crate::auth::{Caller, Subject};
-use crate::error::{API_VERSION, API_VERSION_2, OciError};
+use crate::authz::{Op, Target, authorize};
+use crate::error::{API_VERSION, API_VERSION_2, Error, OciError};
+use crate::extract::OptionalJsonBody;
 use crate::registry::Registry;
 use crate::registry::access::{self, Need, Verdict};
 use crate::registry::location::public_base;
@@ -26,6 +31,9 @@ use crate::registry::session;
 use crate::registry::upstream::drop_hop_by_hop;
 use crate::server::AppState;
 use crate::wire::Platform;
+
+/// The largest answer to a collection that is read: its report is a few numbers.
+const GC_REPORT_LIMIT: usize = 64 * 1024;
 
 /// `GET /v2` and `GET /v2/`: any valid token gets `{}`, as the public manager answers it
 /// (`text/plain`); without one, the challenge.
@@ -188,4 +196,52 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
+}
+
+/// `POST /v1/registry/gc` (admin): runs registryd's garbage collection with the options in
+/// the body (`{"gracePeriodSecs"?, "deleteUntagged"?, "uploadTtlSecs"?}`, or none) and
+/// answers its report. A collection already running is waited for.
+pub async fn collect_garbage(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: OptionalJsonBody<GcOptions>,
+) -> Result<Json<GcReport>, Error> {
+    let subject = caller.authenticate(&state.store).await?;
+    authorize(&subject, Op::CollectRegistryGarbage, Target::Nothing)?;
+    let mut headers = HeaderMap::new();
+    let body = match body.value {
+        Some(_) => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Body::from(body.bytes)
+        }
+        None => Body::empty(),
+    };
+    let response = state
+        .registry
+        .upstream
+        .send(Method::POST, "/gc", &headers, body)
+        .await
+        .map_err(|error| {
+            warn!(%error, "garbage collection not started");
+            Error::RegistryUnavailable
+        })?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(Body::new(response.into_body()), GC_REPORT_LIMIT)
+        .await
+        .map_err(|error| {
+            warn!(%error, "garbage collection's answer cut off");
+            Error::RegistryUnavailable
+        })?;
+    if status == StatusCode::OK {
+        return Ok(Json(serde_json::from_slice(&bytes)?));
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if status.is_client_error() {
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|body| body["errors"][0]["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        return Err(Error::RegistryRefused(message));
+    }
+    Err(Error::RegistryFailed { status, body: text })
 }
