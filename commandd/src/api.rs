@@ -20,6 +20,7 @@
 //! Errors come back as the public error envelope with its status; the manager passes them on
 //! as they are.
 
+use plumbing::config::Secret;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,10 @@ pub struct DeploymentFacts {
     /// What the stack state says of each worker, for push delivery (§1.8).
     #[serde(default)]
     pub workers: BTreeMap<String, WorkerFacts>,
+    /// The deployment's own token, which a pushed command carries as its bearer: the local
+    /// runtime accepts nothing else (§1.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

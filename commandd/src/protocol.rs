@@ -406,7 +406,7 @@ impl Commands {
             )),
             Some(w) => match &w.push_target {
                 None => push::Outcome::Rejected("the worker has no commandsPushTarget".into()),
-                Some(url) => push::deliver(url, &envelope).await,
+                Some(url) => push::deliver(url, &envelope, deployment.push_token.as_ref()).await,
             },
         };
         match outcome {
@@ -1118,6 +1118,7 @@ mod tests {
             deployment_model: model,
             targets: vec![],
             workers: Default::default(),
+            push_token: None,
         };
         let worker = target("api", TargetType::Worker);
         let container = target("jobs", TargetType::Container);

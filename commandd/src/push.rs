@@ -2,6 +2,7 @@
 //! `POST`ed as JSON to the worker's `commandsPushTarget`, and only an exact `202` counts as
 //! delivered.
 
+use plumbing::config::Secret;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -26,8 +27,9 @@ pub enum Outcome {
     Ambiguous(String),
 }
 
-/// Sends `envelope` to `url` (an `http://` URL: the local runtime's `/_alien/commands`).
-pub async fn deliver(url: &str, envelope: &Envelope) -> Outcome {
+/// Sends `envelope` to `url` (an `http://` URL: the local runtime's `/_alien/commands`), with
+/// the deployment's token as its bearer when there is one.
+pub async fn deliver(url: &str, envelope: &Envelope, token: Option<&Secret>) -> Outcome {
     let uri: Uri = match url.parse() {
         Ok(uri) => uri,
         Err(e) => return Outcome::Rejected(format!("push target {url:?}: {e}")),
@@ -44,10 +46,13 @@ pub async fn deliver(url: &str, envelope: &Envelope) -> Outcome {
         Err(e) => return Outcome::Rejected(format!("envelope: {e}")),
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let request = Request::post(path)
+    let mut request = Request::post(path)
         .header(header::HOST, authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body));
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+    }
+    let request = request.body(Body::from(body));
     let request = match request {
         Ok(request) => request,
         Err(e) => return Outcome::Rejected(format!("request: {e}")),

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use commandd::api::{DeploymentFacts, WorkerFacts};
 use commandd::wire::{CommandTarget, DeliveryMode, TargetType};
 use http_body_util::BodyExt;
+use plumbing::config::Secret;
 use plumbing::uds::{self, UdsError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 use crate::routes::deployments::stored_model;
 use crate::store::deployments::Deployment;
-use crate::store::{Store, releases};
+use crate::store::{Store, deployments, releases};
 use crate::wire::DeploymentModel;
 
 /// How long a request waits for commandd to come back (a restart after a crash takes a
@@ -190,6 +191,11 @@ pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentF
         Some(state) => workers(&serde_json::from_str(state.get())?),
         None => Default::default(),
     };
+    let id = deployment.id.clone();
+    let push_token = store
+        .read(move |conn| deployments::workload_token(conn, &id))
+        .await?
+        .map(Secret::new);
     Ok(DeploymentFacts {
         id: deployment.id.clone(),
         status: deployment.status.clone(),
@@ -200,6 +206,7 @@ pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentF
         },
         targets,
         workers,
+        push_token,
     })
 }
 

@@ -387,11 +387,11 @@ pub fn response_bytes(api: &Api, status: &Value) -> Vec<u8> {
 }
 
 /// A worker runtime's `/_alien/commands` endpoint on a loopback port: it records each
-/// envelope it is pushed and answers `status`.
+/// envelope it is pushed, with the `Authorization` header it came with, and answers `status`.
 #[derive(Debug)]
 pub struct PushEndpoint {
     pub url: String,
-    pub received: Arc<Mutex<Vec<Value>>>,
+    pub received: Arc<Mutex<Vec<(Option<String>, Value)>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -415,15 +415,18 @@ impl PushEndpoint {
                 stream.set_nonblocking(false).expect("blocking");
                 let mut reader = BufReader::new(stream);
                 let mut length = 0usize;
+                let mut authorization = None;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
-                    if let Some((name, value)) = line.split_once(':')
-                        && name.eq_ignore_ascii_case("content-length")
-                    {
-                        length = value.trim().parse().unwrap_or(0);
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        } else if name.eq_ignore_ascii_case("authorization") {
+                            authorization = Some(value.trim().to_owned());
+                        }
                     }
                 }
                 let mut body = vec![0; length];
@@ -431,7 +434,7 @@ impl PushEndpoint {
                 if let Ok(envelope) = serde_json::from_slice(&body) {
                     seen.lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .push(envelope);
+                        .push((authorization, envelope));
                 }
                 let mut stream = reader.into_inner();
                 let _ = write!(
@@ -448,6 +451,14 @@ impl PushEndpoint {
     }
 
     pub fn envelopes(&self) -> Vec<Value> {
+        self.pushes()
+            .into_iter()
+            .map(|(_, envelope)| envelope)
+            .collect()
+    }
+
+    /// Each push's `Authorization` header and envelope.
+    pub fn pushes(&self) -> Vec<(Option<String>, Value)> {
         self.received
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

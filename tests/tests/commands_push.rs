@@ -37,9 +37,14 @@ fn a_202_delivers_and_the_worker_answers_through_the_signed_url() {
     );
     assert_eq!(created["state"], "DISPATCHED", "{created}");
     let id = string(&created, "commandId");
-    let envelopes = endpoint.envelopes();
-    assert_eq!(envelopes.len(), 1);
-    let envelope = &envelopes[0];
+    let pushes = endpoint.pushes();
+    assert_eq!(pushes.len(), 1);
+    let (authorization, envelope) = &pushes[0];
+    // The runtime accepts a push only with the deployment's own token (§1.8).
+    assert_eq!(
+        authorization.as_deref(),
+        Some(format!("Bearer {}", target.deployment.token).as_str())
+    );
     assert_eq!(envelope["commandId"], id.as_str());
     let submit = envelope["responseHandling"]["submitResponseUrl"]
         .as_str()

@@ -149,6 +149,7 @@ mod tests {
                             environment_variables: None,
                             input_values: None,
                             desired_release_id: desired,
+                            deployment_token: "ax_deploy_test",
                         },
                     )?;
                 }

@@ -110,6 +110,7 @@ pub async fn create(
                             .as_deref(),
                         input_values: None,
                         desired_release_id: desired_release_id.as_deref(),
+                        deployment_token: raw.expose(),
                     },
                 )?;
                 insert_deployment_token(tx, &token_id, &raw, &group.id, &id)?;

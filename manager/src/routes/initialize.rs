@@ -122,6 +122,7 @@ async fn register(
                         environment_variables: None,
                         input_values: input_values.as_deref(),
                         desired_release_id: desired_release_id.as_deref(),
+                        deployment_token: raw.expose(),
                     },
                 )?;
                 insert_deployment_token(tx, &token_id, &raw, &group.id, &new_id)?;

@@ -319,6 +319,18 @@ pub struct NewDeployment<'a> {
     pub environment_variables: Option<&'a str>,
     pub input_values: Option<&'a str>,
     pub desired_release_id: Option<&'a str>,
+    /// The deployment's own token, kept raw because workloads are given it: the local
+    /// runtime accepts pushed commands only with it (protocols §1.8).
+    pub deployment_token: &'a str,
+}
+
+/// The token workloads of deployment `id` are given, if it has one.
+pub fn workload_token(conn: &Connection, id: &str) -> Result<Option<String>, Error> {
+    Ok(conn
+        .prepare_cached("SELECT deployment_token FROM deployments WHERE id = ?1")?
+        .query_row([id], |row| row.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
 }
 
 /// Inserts a `pending` deployment. A name taken in the group is a
@@ -328,8 +340,8 @@ pub fn insert(conn: &Connection, new: &NewDeployment<'_>) -> Result<Deployment, 
         .prepare_cached(&format!(
             "INSERT INTO deployments (id, name, deployment_group_id, platform, base_platform,
                  status, stack_settings, stack_state, environment_variables, input_values,
-                 desired_release_id, created_at, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, '{}', ?6, ?7, ?8, ?9, ?10, {NOW},
+                 desired_release_id, deployment_token, created_at, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, '{}', ?6, ?7, ?8, ?9, ?10, ?11, {NOW},
                  (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployments))",
             DeploymentStatus::Pending
         ))?
@@ -343,7 +355,8 @@ pub fn insert(conn: &Connection, new: &NewDeployment<'_>) -> Result<Deployment, 
             new.stack_state,
             new.environment_variables,
             new.input_values,
-            new.desired_release_id
+            new.desired_release_id,
+            new.deployment_token
         ]);
     match inserted {
         Ok(_) => get(conn, new.id)?.ok_or_else(|| Error::deployment_not_found(new.id)),

@@ -27,6 +27,7 @@ fn add(conn: &Connection, id: &str, status: DeploymentStatus) {
             environment_variables: None,
             input_values: None,
             desired_release_id: None,
+            deployment_token: "ax_deploy_test",
         },
     )
     .expect("insert");
@@ -268,6 +269,7 @@ fn names_are_unique_within_a_group() {
             environment_variables: None,
             input_values: None,
             desired_release_id: None,
+            deployment_token: "ax_deploy_test",
         },
     );
     assert!(
