@@ -386,12 +386,15 @@ pub fn response_bytes(api: &Api, status: &Value) -> Vec<u8> {
     }
 }
 
+/// A pushed envelope and the `Authorization` header it came with.
+pub type Push = (Option<String>, Value);
+
 /// A worker runtime's `/_alien/commands` endpoint on a loopback port: it records each
 /// envelope it is pushed, with the `Authorization` header it came with, and answers `status`.
 #[derive(Debug)]
 pub struct PushEndpoint {
     pub url: String,
-    pub received: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    pub received: Arc<Mutex<Vec<Push>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -458,7 +461,7 @@ impl PushEndpoint {
     }
 
     /// Each push's `Authorization` header and envelope.
-    pub fn pushes(&self) -> Vec<(Option<String>, Value)> {
+    pub fn pushes(&self) -> Vec<Push> {
         self.received
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
