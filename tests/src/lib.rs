@@ -48,6 +48,6 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
     None
 }
 pub mod api;
+pub mod commands;
 pub mod registry;
 pub mod telemetry;
-pub mod commands;
