@@ -530,6 +530,14 @@ pub fn signal_status(api: &Api, signal: &str) -> Value {
     status(api)["signals"][signal].clone()
 }
 
+/// A counter of `signal`, or `None` while otelfwd cannot answer (it is restarting, say).
+pub fn try_counter(api: &Api, signal: &str, name: &str) -> Option<u64> {
+    let reply = api.send(&Request::get("/v1/telemetry/status").auth(api.admin()));
+    (reply.status == 200)
+        .then(|| reply.json()["signals"][signal][name].as_u64())
+        .flatten()
+}
+
 /// A counter of `signal`, as a number.
 pub fn counter(api: &Api, signal: &str, name: &str) -> u64 {
     signal_status(api, signal)[name]

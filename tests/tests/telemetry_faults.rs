@@ -9,7 +9,7 @@ use std::time::Duration;
 use e2e::server::free_port;
 use e2e::telemetry::{
     Answer, Backend, Ingest, IngestReply, config, counter, log, protobuf, signal_status, spans,
-    start_api,
+    start_api, try_counter,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -271,8 +271,9 @@ fn what_is_queued_survives_an_orderly_restart_of_otelfwd() {
     kill(Pid::from_raw(first), Signal::SIGTERM).expect("SIGTERM otelfwd");
     api.server()
         .wait_daemon_pid("otelfwd", Some(first), Duration::from_secs(10));
+    // The new process answers once it has reopened its queue.
     let reopened = e2e::wait_for(Duration::from_secs(10), || {
-        (counter(&api, "traces", "queueRecords") == 20).then_some(())
+        (try_counter(&api, "traces", "queueRecords") == Some(20)).then_some(())
     });
     assert!(reopened.is_some(), "{}", signal_status(&api, "traces"));
     backend.set_default("traces", Answer::Status(200));
