@@ -7,11 +7,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
+use axum::serve::ListenerExt;
 use plumbing::config::ServerConfig;
 use plumbing::{DataDir, notify};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::Error;
 use crate::commands::Forwarder;
@@ -169,6 +170,13 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(Error::Serve)?;
     info!("Alien Manager running on http://{addr}");
     notify::ready();
+    // Without TCP_NODELAY a response's last small segment waits for the client's delayed ACK
+    // (about 40 ms): small-blob pulls through /v2 stalled on it.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;
