@@ -46,6 +46,15 @@ fn start_with_fast_crash_loop() -> Server {
         ..Options::default()
     });
     server.wait_healthy(START);
+    // Healthy is what the clients see; the supervisor counts the manager as started only once
+    // its own probe has passed. Breaking a daemon before that is a failed start, not a loop.
+    let started = e2e::wait_for(START, || {
+        server
+            .stderr()
+            .contains("alien-manager is ready")
+            .then_some(())
+    });
+    assert!(started.is_some(), "{}", server.stderr());
     server
 }
 
