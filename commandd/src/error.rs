@@ -66,14 +66,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error(
-        "database {} has schema version {found}, but this commandd knows versions up to {supported}", path.display()
-    )]
-    UnknownSchema {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    #[error(transparent)]
+    Sqlite(#[from] plumbing::sqlite::SqliteError),
 
     #[error("stored JSON of {what}: {source}")]
     CorruptJson {

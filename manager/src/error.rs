@@ -125,24 +125,14 @@ pub enum Error {
     #[error(transparent)]
     Lock(#[from] plumbing::lock::LockError),
 
-    #[error("cannot create {}: {source}", path.display())]
-    CreateDir { path: PathBuf, source: io::Error },
-
     #[error("cannot open database {}: {source}", path.display())]
     OpenDatabase {
         path: PathBuf,
         source: rusqlite::Error,
     },
 
-    #[error(
-        "database {} has schema version {found}, but this manager knows versions up to {supported}; refusing to start (run the alien-manager that wrote it, or restore a backup)",
-        path.display()
-    )]
-    UnknownSchema {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    #[error(transparent)]
+    Sqlite(#[from] plumbing::sqlite::SqliteError),
 
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),

@@ -14,6 +14,7 @@ pub mod lock;
 pub mod logging;
 pub mod notify;
 pub mod shutdown;
+pub mod sqlite;
 pub mod uds;
 
 pub use config::Config;

@@ -63,12 +63,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("unknown registry schema version {found} in {} (this build knows up to {supported})", path.display())]
-    UnknownSchema {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    #[error(transparent)]
+    Sqlite(#[from] plumbing::sqlite::SqliteError),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("cannot draw a random upload id: {0}")]
@@ -136,7 +132,7 @@ impl Error {
             }
             Error::Db(_)
             | Error::Io { .. }
-            | Error::UnknownSchema { .. }
+            | Error::Sqlite(_)
             | Error::Join(_)
             | Error::Random(_)
             | Error::Inconsistent(_)

@@ -1,13 +1,6 @@
 //! Schema migrations, versioned by `PRAGMA user_version`: version N means the first N entries
 //! of [`MIGRATIONS`] are applied, each in its own transaction. Append; never edit one.
 
-use std::path::Path;
-
-use rusqlite::{Connection, TransactionBehavior};
-use tracing::info;
-
-use crate::Error;
-
 const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA];
 
 /// Times are Unix milliseconds. The spec's KV keys for the pending index, the deadline index,
@@ -58,46 +51,24 @@ CREATE TABLE kv (
 ) WITHOUT ROWID;
 ";
 
-const LATEST: i64 = MIGRATIONS.len() as i64;
-
-pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), Error> {
-    loop {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        let pending = usize::try_from(found)
-            .ok()
-            .and_then(|applied| MIGRATIONS.get(applied..))
-            .ok_or_else(|| Error::UnknownSchema {
-                path: path.to_path_buf(),
-                found,
-                supported: LATEST,
-            })?;
-        let Some(next) = pending.first() else {
-            return Ok(());
-        };
-        tx.execute_batch(next)?;
-        tx.pragma_update(None, "user_version", found + 1)?;
-        tx.commit()?;
-        info!(version = found + 1, "commands database migrated");
-    }
+/// Opens the database at `path` and brings its schema up to date.
+pub fn open(path: &std::path::Path) -> Result<rusqlite::Connection, plumbing::sqlite::SqliteError> {
+    let mut conn = plumbing::sqlite::open(path)?;
+    plumbing::sqlite::migrate(&mut conn, path, MIGRATIONS)?;
+    Ok(conn)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn migrating_twice_is_a_no_op_and_a_newer_schema_is_refused() {
+    fn the_schema_applies_to_a_new_database_and_reopening_changes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("commands.db");
-        let mut conn = Connection::open(&path).expect("open");
-        apply(&mut conn, &path).expect("migrate");
-        apply(&mut conn, &path).expect("again");
-        conn.pragma_update(None, "user_version", LATEST + 1)
-            .expect("bump");
-        assert!(matches!(
-            apply(&mut conn, &path),
-            Err(Error::UnknownSchema { .. })
-        ));
+        let path = dir.path().join("state.db");
+        drop(super::open(&path).expect("create"));
+        let conn = super::open(&path).expect("reopen");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("user_version");
+        assert_eq!(version, super::MIGRATIONS.len() as i64);
     }
 }

@@ -11,14 +11,11 @@ pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use rusqlite::Connection;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::Error;
-
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -66,20 +63,8 @@ impl Db {
 }
 
 fn open_blocking(path: &Path) -> Result<Connection, Error> {
-    let opened = || -> rusqlite::Result<(Connection, String)> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        let journal: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok((conn, journal))
-    };
-    let (mut conn, journal) = opened()?;
-    if !journal.eq_ignore_ascii_case("wal") {
-        warn!(path = %path.display(), journal, "no write-ahead logging on this file system");
-    }
-    migrations::apply(&mut conn, path)?;
+    let conn = migrations::open(path)?;
+    conn.set_prepared_statement_cache_capacity(64);
     info!(path = %path.display(), "commands database open");
     Ok(conn)
 }

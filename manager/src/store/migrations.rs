@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior};
-use tracing::info;
+use rusqlite::Connection;
 
 use crate::Error;
 
@@ -112,38 +111,19 @@ CREATE UNIQUE INDEX idx_deployments_seq ON deployments(seq);
 CREATE INDEX idx_deployments_group_seq ON deployments(deployment_group_id, seq);
 ";
 
-/// The schema version this build writes.
-const LATEST: i64 = MIGRATIONS.len() as i64;
-
-/// Brings the database at `path` (named in errors) up to [`LATEST`], one transaction per
+/// Brings the database at `path` (named in errors) up to date, one transaction per
 /// migration, so that a crash leaves it at some whole version.
 pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), Error> {
-    loop {
-        // IMMEDIATE takes the write lock before reading the version, so two processes
-        // cannot both apply the same migration.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        let pending = usize::try_from(found)
-            .ok()
-            .and_then(|applied| MIGRATIONS.get(applied..))
-            .ok_or_else(|| Error::UnknownSchema {
-                path: path.to_path_buf(),
-                found,
-                supported: LATEST,
-            })?;
-        let Some(next) = pending.first() else {
-            return Ok(());
-        };
-        tx.execute_batch(next)?;
-        tx.pragma_update(None, "user_version", found + 1)?;
-        tx.commit()?;
-        info!(version = found + 1, "database migrated");
-    }
+    Ok(plumbing::sqlite::migrate(conn, path, MIGRATIONS)?)
 }
 
 #[cfg(test)]
 mod tests {
+    use plumbing::sqlite::SqliteError;
+
     use super::*;
+
+    const LATEST: i64 = MIGRATIONS.len() as i64;
 
     fn user_version(conn: &Connection) -> i64 {
         conn.pragma_query_value(None, "user_version", |row| row.get(0))
@@ -271,7 +251,10 @@ mod tests {
                 .expect("set version");
             let error = apply(&mut conn, Path::new("/data/manager.db")).expect_err("refused");
             assert!(
-                matches!(error, Error::UnknownSchema { found, .. } if found == version),
+                matches!(
+                    error,
+                    Error::Sqlite(SqliteError::UnknownSchema { found, .. }) if found == version
+                ),
                 "{error:?}"
             );
             assert!(error.to_string().contains("/data/manager.db"), "{error}");

@@ -14,18 +14,14 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use rusqlite::Connection;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::Error;
 use writer::Writer;
-
-/// How long a statement waits for a lock held by another connection before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prepared statements kept per connection: every query the API runs fits.
 const STATEMENT_CACHE: usize = 64;
@@ -182,39 +178,20 @@ impl Readers {
 /// Pragmas every connection needs: a wait for locks instead of an immediate failure, and
 /// room for the API's prepared statements.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(plumbing::sqlite::BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", "ON")
 }
 
+/// The writer: WAL and `synchronous=FULL` (rather than the public manager's NORMAL: a token
+/// or deployment acknowledged to a client must survive a power cut), then our pragmas and
+/// the migrations.
 fn open_writer(path: &Path) -> Result<Connection, Error> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    let opened = || -> rusqlite::Result<(Connection, String)> {
-        let conn = Connection::open(path)?;
-        configure(&conn)?;
-        let journal_mode =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        // FULL rather than the public manager's NORMAL: a token or deployment acknowledged to
-        // a client must survive a power cut.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok((conn, journal_mode))
-    };
-    let (mut conn, journal_mode) = opened().map_err(|source| Error::OpenDatabase {
+    let mut conn = plumbing::sqlite::open(path)?;
+    configure(&conn).map_err(|source| Error::OpenDatabase {
         path: path.to_path_buf(),
         source,
     })?;
-    if !journal_mode.eq_ignore_ascii_case("wal") {
-        warn!(
-            path = %path.display(),
-            journal_mode,
-            "the database's file system does not support write-ahead logging; readers will wait for writers"
-        );
-    }
     migrations::apply(&mut conn, path)?;
     info!(path = %path.display(), "database open");
     Ok(conn)

@@ -15,15 +15,13 @@ pub mod uploads;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::error::Error;
 use crate::names::Name;
-
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Meta {
@@ -57,20 +55,7 @@ impl Meta {
 }
 
 fn open_blocking(path: &Path) -> Result<Connection, Error> {
-    let opened = || -> rusqlite::Result<(Connection, String)> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let journal: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        // An acknowledged push must survive a power cut.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok((conn, journal))
-    };
-    let (mut conn, journal) = opened()?;
-    if !journal.eq_ignore_ascii_case("wal") {
-        warn!(path = %path.display(), journal, "no write-ahead logging on this file system");
-    }
-    migrations::apply(&mut conn, path)?;
+    let conn = migrations::open(path)?;
     info!(path = %path.display(), "registry database open");
     Ok(conn)
 }
