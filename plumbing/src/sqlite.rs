@@ -3,6 +3,7 @@
 //! by numbered migrations in `PRAGMA user_version`, one transaction each.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -38,6 +39,67 @@ pub enum SqliteError {
         version: i64,
         source: rusqlite::Error,
     },
+    #[error("database worker: {0}")]
+    Worker(#[from] tokio::task::JoinError),
+}
+
+/// A daemon's one connection to its database, behind a mutex. Every call runs on tokio's
+/// blocking pool, never on the reactor, and no other call interleaves with it.
+#[derive(Debug, Clone)]
+pub struct Database {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Database {
+    /// Opens (creating it) and migrates the database at `path`, on the blocking pool.
+    pub async fn open(
+        path: PathBuf,
+        migrations: &'static [&'static str],
+    ) -> Result<Database, SqliteError> {
+        let conn = tokio::task::spawn_blocking(move || {
+            let mut conn = open(&path)?;
+            migrate(&mut conn, &path, migrations)?;
+            info!(path = %path.display(), "database open");
+            Ok::<_, SqliteError>(conn)
+        })
+        .await??;
+        Ok(Database {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub async fn call<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<tokio::task::JoinError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic unwinds through (and so rolls back) any transaction it was in; the
+            // connection itself stays sound.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await?
+    }
+
+    /// [`Database::call`] inside one immediate transaction, committed when `f` succeeds.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<tokio::task::JoinError> + From<rusqlite::Error> + Send + 'static,
+    {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
 }
 
 /// Opens (creating it and its directory) the database at `path` for writing.

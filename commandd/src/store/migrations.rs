@@ -1,7 +1,7 @@
 //! Schema migrations, versioned by `PRAGMA user_version`: version N means the first N entries
 //! of [`MIGRATIONS`] are applied, each in its own transaction. Append; never edit one.
 
-const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA];
+pub const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA];
 
 /// Times are Unix milliseconds. The spec's KV keys for the pending index, the deadline index,
 /// leases and idempotency keys (§1.5) are rows and indexes here, so that each of their
@@ -50,25 +50,3 @@ CREATE TABLE kv (
     value BLOB NOT NULL
 ) WITHOUT ROWID;
 ";
-
-/// Opens the database at `path` and brings its schema up to date.
-pub fn open(path: &std::path::Path) -> Result<rusqlite::Connection, plumbing::sqlite::SqliteError> {
-    let mut conn = plumbing::sqlite::open(path)?;
-    plumbing::sqlite::migrate(&mut conn, path, MIGRATIONS)?;
-    Ok(conn)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_schema_applies_to_a_new_database_and_reopening_changes_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.db");
-        drop(super::open(&path).expect("create"));
-        let conn = super::open(&path).expect("reopen");
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .expect("user_version");
-        assert_eq!(version, super::MIGRATIONS.len() as i64);
-    }
-}

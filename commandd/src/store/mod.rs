@@ -9,25 +9,27 @@
 mod migrations;
 pub mod registry;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::PathBuf;
 
+use plumbing::sqlite::Database;
 use rusqlite::Connection;
-use tracing::info;
 
 use crate::Error;
 
+/// The commands database, with commandd's error type.
 #[derive(Debug, Clone)]
-pub struct Db {
-    conn: Arc<Mutex<Connection>>,
-}
+pub struct Db(Database);
 
 impl Db {
     pub async fn open(path: PathBuf) -> Result<Db, Error> {
-        let conn = tokio::task::spawn_blocking(move || open_blocking(&path)).await??;
-        Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
+        let db = Db(Database::open(path, migrations::MIGRATIONS).await?);
+        // Room for every statement the protocol prepares.
+        db.call(|conn| {
+            conn.set_prepared_statement_cache_capacity(64);
+            Ok(())
         })
+        .await?;
+        Ok(db)
     }
 
     /// Runs `f` with the connection on the blocking pool; no other call interleaves with it.
@@ -36,14 +38,7 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic unwinds through (and so rolls back) any transaction it was in; the
-            // connection itself stays sound.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await?
+        self.0.call(f).await
     }
 
     /// [`Db::call`] inside one immediate transaction, committed when `f` succeeds.
@@ -52,21 +47,8 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
+        self.0.transaction(f).await
     }
-}
-
-fn open_blocking(path: &Path) -> Result<Connection, Error> {
-    let conn = migrations::open(path)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    info!(path = %path.display(), "commands database open");
-    Ok(conn)
 }
 
 #[cfg(test)]

@@ -13,28 +13,23 @@ pub mod manifests;
 mod migrations;
 pub mod uploads;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use plumbing::sqlite::Database;
 use rusqlite::{Connection, params};
-use tracing::info;
 
 use crate::error::Error;
 use crate::names::Name;
 
+/// The registry's database, with registryd's error type.
 #[derive(Debug, Clone)]
-pub struct Meta {
-    conn: Arc<Mutex<Connection>>,
-}
+pub struct Meta(Database);
 
 impl Meta {
     /// Opens and migrates the database at `path`, creating it if needed.
     pub async fn open(path: PathBuf) -> Result<Meta, Error> {
-        let conn = tokio::task::spawn_blocking(move || open_blocking(&path)).await??;
-        Ok(Meta {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Meta(Database::open(path, migrations::MIGRATIONS).await?))
     }
 
     /// Runs `f` with the connection on the blocking pool; no other call interleaves with it.
@@ -43,21 +38,8 @@ impl Meta {
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic unwinds through (and so rolls back) any transaction it was in; the
-            // connection itself stays sound.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await?
+        self.0.call(f).await
     }
-}
-
-fn open_blocking(path: &Path) -> Result<Connection, Error> {
-    let conn = migrations::open(path)?;
-    info!(path = %path.display(), "registry database open");
-    Ok(conn)
 }
 
 /// Milliseconds since the Unix epoch: how every time is stored.
