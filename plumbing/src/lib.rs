@@ -13,6 +13,7 @@ pub mod layout;
 pub mod lock;
 pub mod logging;
 pub mod notify;
+pub mod percent;
 pub mod shutdown;
 pub mod sqlite;
 pub mod uds;

@@ -104,7 +104,7 @@ impl<'a> Query<'a> {
         self.0
             .iter()
             .find(|(key, _)| *key == name)
-            .and_then(|(_, value)| percent_decode(value))
+            .and_then(|(_, value)| plumbing::percent::decode(value))
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -127,24 +127,6 @@ impl<'a> Query<'a> {
             .collect();
         (!kept.is_empty()).then(|| kept.join("&"))
     }
-}
-
-/// `%XX` escapes decoded; `+` stays `+`, as registryd reads it (media types have one).
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// `s` safe inside a query value: everything but unreserved characters escaped.
@@ -238,7 +220,7 @@ mod tests {
             "artifacts%2Fdefault-x_1.2~"
         );
         assert_eq!(
-            percent_decode(&percent_encode("a/b c?&=")).as_deref(),
+            plumbing::percent::decode(&percent_encode("a/b c?&=")).as_deref(),
             Some("a/b c?&=")
         );
     }

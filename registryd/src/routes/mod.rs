@@ -70,7 +70,7 @@ impl Route {
         }
         let unknown = || Error::Unsupported(format!("no such endpoint: {path}"));
         let name = |s: &str| Name::parse(s);
-        let last = |s: &str| percent_decode(s).ok_or_else(unknown);
+        let last = |s: &str| plumbing::percent::decode(s).ok_or_else(unknown);
         if let Some(n) = rest
             .strip_suffix("/blobs/uploads/")
             .or_else(|| rest.strip_suffix("/blobs/uploads"))
@@ -162,7 +162,7 @@ impl Query {
                 .filter(|p| !p.is_empty())
                 .filter_map(|pair| {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    Some((percent_decode(k)?, percent_decode(v)?))
+                    Some((plumbing::percent::decode(k)?, plumbing::percent::decode(v)?))
                 })
                 .collect(),
         )
@@ -186,23 +186,6 @@ impl Query {
             .transpose()?;
         Ok((n, self.get("last").unwrap_or("")))
     }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// `0-<last byte>` for an upload of `length` bytes (`0-0` when empty, as clients expect).
