@@ -26,14 +26,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
+
+from harness import daemons, memory_kib, start_serve, stop
 
 GROUPS = 10
 PER_GROUP = 100
@@ -56,12 +55,6 @@ STACK = {
     "permissions": {"profiles": {}},
 }
 RELEASE = {"projectId": "default", "stack": {"local": STACK}}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_wrk():
@@ -91,61 +84,6 @@ class Client:
         if response.status != status:
             sys.exit(f"{method} {path}: want {status}, got {response.status} {text[:300]!r}")
         return json.loads(text) if text else None
-
-
-def start(binary, data):
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    token = None
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        if line.startswith("export ALIEN_API_KEY="):
-            token = line.strip().split("=", 1)[1]
-            break
-        if time.monotonic() > deadline:
-            break
-    if token is None:
-        proc.kill()
-        sys.exit("alien serve printed no admin token")
-    # Keep draining stdout so that the server never blocks on a full pipe.
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.05)
-    return proc, port, token
-
-
-def manager_pid(supervisor):
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if ppid == supervisor and b"daemon" in argv and b"manager" in argv:
-            return int(entry)
-    sys.exit("no manager daemon under the supervisor")
-
-
-def memory_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def seed(client):
@@ -270,8 +208,8 @@ def main():
     work = tempfile.mkdtemp(prefix="alien-bench-api-")
     proc = None
     try:
-        proc, port, token = start(binary, os.path.join(work, "data"))
-        manager = manager_pid(proc.pid)
+        proc, port, token = start_serve(binary, os.path.join(work, "data"))
+        manager = daemons(proc.pid)["manager"]
         began = time.monotonic()
         deployments = seed(Client(port, token))
         print(
@@ -301,12 +239,7 @@ def main():
         if failed:
             sys.exit("some requests failed: the figures above do not measure what they say")
     finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

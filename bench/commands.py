@@ -25,15 +25,14 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.parse
+
+from harness import start_serve, stop
 
 STACK = {
     "id": "bench",
@@ -47,12 +46,6 @@ STACK = {
     },
     "permissions": {"profiles": {}},
 }
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:
@@ -85,30 +78,6 @@ class Client:
         if expect is not None and response.status != expect:
             raise RuntimeError(f"{method} {path}: {response.status} {raw[:300]!r}")
         return json.loads(raw) if raw else None
-
-
-def start(binary, data):
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "serve", "--port", str(port), "--host", "127.0.0.1", "--data-dir", data],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    token = None
-    deadline = time.time() + 30
-    while token is None and time.time() < deadline:
-        line = process.stdout.readline()
-        match = re.match(r"export ALIEN_API_KEY=(\S+)", line)
-        if match:
-            token = match.group(1)
-    if token is None:
-        process.kill()
-        raise RuntimeError("no admin token printed")
-    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()
-    while True:
-        try:
-            Client(port).call("GET", "/health", token=None)
-            return process, port, token
-        except (OSError, RuntimeError, http.client.HTTPException):
-            time.sleep(0.05)
 
 
 def seed(port, admin):
@@ -218,7 +187,7 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-p", "cli"], check=True)
         binary = "target/release/alien"
     data = tempfile.mkdtemp(prefix="alien-bench-commands-", dir="/var/tmp")
-    process, port, admin = start(os.path.abspath(binary), data)
+    process, port, admin = start_serve(os.path.abspath(binary), data)
     try:
         deployment, token = seed(port, admin)
         ms = lambda s: f"{s * 1000:.1f} ms"
@@ -230,11 +199,7 @@ def main():
         print(f"throughput, 16 invokers, 4 receivers, long polls: {rate:.0f} round trips/s "
               f"(p50 {ms(p50)}, p99 {ms(p99)}, {n} in {args.duration:.0f} s)")
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -27,24 +27,18 @@ import hashlib
 import http.client
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from harness import daemons, free_port, memory_kib, start_serve, stop
+
 CHUNK = 1024 * 1024
 MIB = 1024 * 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, proc, what):
@@ -60,58 +54,7 @@ def wait_port(port, proc, what):
     sys.exit(f"{what} did not listen on {port}")
 
 
-def memory_kib(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
-def daemons(supervisor):
-    """The supervisor's daemons, {name: pid}."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-        if ppid == supervisor and len(argv) > 2 and argv[1] == b"daemon":
-            found[argv[2].decode()] = int(entry)
-    return found
-
-
 # ---- the two registries ----
-
-
-def start_ours(binary, data):
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    token = None
-    for line in proc.stdout:
-        if line.startswith("export ALIEN_API_KEY="):
-            token = line.strip().split("=", 1)[1]
-            break
-    if token is None:
-        proc.kill()
-        sys.exit("alien serve printed no admin token")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    wait_port(port, proc, "alien serve")
-    return proc, port, token
 
 
 def ensure_docker_registry():
@@ -144,17 +87,6 @@ def start_docker_registry(work):
     )
     wait_port(port, proc, "docker-registry")
     return proc, port
-
-
-def stop(proc):
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 # ---- blobs ----
@@ -302,7 +234,7 @@ def main():
     try:
         print(f"generating 1 x {args.large_mib} MiB and {args.small_count} x 256 KiB ...", flush=True)
         large, small = make_blobs(work, args.large_mib, args.small_count)
-        ours, ours_port, token = start_ours(binary, os.path.join(work, "alien"))
+        ours, ours_port, token = start_serve(binary, os.path.join(work, "alien"))
         theirs, theirs_port = start_docker_registry(work)
         targets = [
             ("registryd via manager", ours_port, token),

@@ -11,57 +11,15 @@ port; a second set of runs restarts on the same directory (the usual restart pat
 import argparse
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
+
+from harness import daemons, free_port, healthy, memory_kib, stop
 
 DEADLINE_S = 30
 POLL_S = 0.002
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-            return r.status == 200
-    except (urllib.error.URLError, ConnectionError, OSError):
-        return False
-
-
-def children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-                name = argv[2].decode() if len(argv) > 2 else "?"
-                out.append((name, int(entry)))
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-    return out
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def start(binary, data):
@@ -79,11 +37,6 @@ def start(binary, data):
             raise SystemExit(f"not healthy within {DEADLINE_S}s")
         time.sleep(POLL_S)
     return proc, time.monotonic() - began
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=15)
 
 
 def main():
@@ -105,9 +58,9 @@ def main():
             restart.append(elapsed)
             if i == args.runs - 1:
                 time.sleep(2)  # idle
-                memory["supervisor"] = rss_kib(proc.pid)
-                for name, pid in children(proc.pid):
-                    memory[name] = rss_kib(pid)
+                memory["supervisor"] = memory_kib(proc.pid, "VmRSS")
+                for name, pid in daemons(proc.pid).items():
+                    memory[name] = memory_kib(pid, "VmRSS")
             stop(proc)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -29,12 +29,13 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from harness import daemons, free_port, start_serve, stop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PYTHON = os.path.join(ROOT, "target", "telemetry-tools", "venv", "bin", "python")
@@ -52,12 +53,6 @@ except ImportError:
 MIB = 1024 * 1024
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proc_status(pid, field):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -73,23 +68,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def daemons(supervisor):
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-        if ppid == supervisor and len(argv) > 2 and argv[1] == b"daemon":
-            found[argv[2].decode()] = int(entry)
-    return found
 
 
 class Backend(http.server.BaseHTTPRequestHandler):
@@ -203,31 +181,9 @@ def main():
     config = os.path.join(work, "alien-manager.toml")
     with open(config, "w") as f:
         f.write(f'[telemetry]\notlp-endpoint = "http://127.0.0.1:{backend_port}"\n')
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "serve", "-c", config, "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", os.path.join(work, "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    proc, port, admin = start_serve(binary, os.path.join(work, "data"), config)
     try:
-        admin = None
-        for line in proc.stdout:
-            if line.startswith("export ALIEN_API_KEY="):
-                admin = line.strip().split("=", 1)[1]
-                break
-        if admin is None:
-            sys.exit("alien serve printed no admin token")
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
         api = Api(port, admin)
-        for _ in range(200):
-            try:
-                api.status()
-                break
-            except (OSError, SystemExit):
-                time.sleep(0.05)
         group = api.call("POST", "/v1/deployment-groups", {"name": "bench"})
         created = api.call(
             "POST",
@@ -277,11 +233,7 @@ def main():
         print(f"\notelfwd peak RSS (VmHWM): {proc_status(otelfwd, 'VmHWM') / 1024:.1f} MiB; "
               f"backend received {Backend.requests} requests")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         server.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
