@@ -79,7 +79,7 @@ pub enum Error {
     Corrupt(String),
 
     #[error(transparent)]
-    Key(#[from] crate::signing::KeyError),
+    Key(#[from] crate::key::KeyError),
 
     #[error("random number generator: {0}")]
     Random(getrandom::Error),

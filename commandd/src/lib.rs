@@ -2,22 +2,19 @@
 //!
 //! Serves HTTP/1.1 on `<data>/run/commandd.sock`; only the manager talks to it, after it has
 //! authenticated and authorized the caller, and it sends along what commandd needs to know of
-//! the deployment ([`api`]). A request's path: [`routes`] takes it, [`protocol`] does it,
+//! the deployment (`protocol::commandd`). A request's path: [`routes`] takes it, [`commands`] does it,
 //! [`store`] keeps state and leases, [`backend`] keeps payloads, [`push`] delivers to
 //! workers. Everything durable lives under `<data>/commands/`.
 
-pub mod api;
 mod backend;
-mod clock;
+mod commands;
 mod error;
 mod ids;
-mod protocol;
+mod key;
 mod push;
 mod routes;
 mod signals;
-pub mod signing;
 mod store;
-pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +25,7 @@ use tracing::warn;
 pub use error::Error;
 
 use crate::backend::local::{LocalBlobs, LocalKv};
-use crate::protocol::Commands;
+use crate::commands::Commands;
 
 /// How often overdue commands are looked for. The public manager looks every 30 s; a
 /// deadline here turns a command `EXPIRED` within a second of passing.
@@ -45,7 +42,7 @@ pub async fn run(ctx: DaemonContext) -> Result<(), Error> {
     std::fs::create_dir_all(&state).map_err(Error::io("create", &state))?;
     let db = store::Db::open(state.join("commands.db")).await?;
     let api_url = format!("{}/v1", ctx.config.base_url().trim_end_matches('/'));
-    let key = signing::KeyFile::in_dir(ctx.data.root());
+    let key = key::KeyFile::in_dir(ctx.data.root());
     let blobs = {
         let (state, api_url, key) = (state.clone(), api_url.clone(), key.clone());
         tokio::task::spawn_blocking(move || LocalBlobs::open(&state, api_url, key)).await??

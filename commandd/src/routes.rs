@@ -1,4 +1,4 @@
-//! commandd's socket API (see [`crate::api`] for what crosses it). Handlers only translate
+//! commandd's socket API (see `protocol::commandd` for what crosses it). Handlers only translate
 //! between HTTP and [`Commands`]; errors become the envelope in [`crate::error`].
 
 use std::sync::Arc;
@@ -9,15 +9,16 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+
+use protocol::commandd::{Acquire, Create, MAX_WAIT_SECONDS, Owner, Submit, UploadComplete};
+use protocol::commands::{
+    BlobKind, CommandStatusResponse, CreateCommandResponse, LeaseResponse, PayloadResponse,
+    StorePayloadRequest, UploadCompleteResponse,
+};
 use serde::Deserialize;
 
 use crate::Error;
-use crate::api::{self, BlobKind, MAX_WAIT_SECONDS, Owner};
-use crate::protocol::Commands;
-use crate::wire::{
-    CommandStatusResponse, CreateCommandResponse, LeaseResponse, PayloadResponse,
-    StorePayloadRequest, UploadCompleteResponse,
-};
+use crate::commands::Commands;
 
 /// Storage bodies pass through here; the manager limits what it accepts before that.
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -49,11 +50,11 @@ fn wait(seconds: Option<u64>) -> Option<Duration> {
 
 async fn create(
     State(commands): Shared,
-    Json(body): Json<api::Create>,
+    Json(body): Json<Create>,
 ) -> Result<Json<CreateCommandResponse>, Error> {
     Ok(Json(
         commands
-            .create(&body.subject, &body.deployment, body.request)
+            .create(&body.principal, &body.deployment, body.request)
             .await?,
     ))
 }
@@ -79,7 +80,7 @@ async fn owner(State(commands): Shared, Path(id): Path<String>) -> Result<Json<O
 async fn upload_complete(
     State(commands): Shared,
     Path(id): Path<String>,
-    Json(body): Json<api::UploadComplete>,
+    Json(body): Json<UploadComplete>,
 ) -> Result<Json<UploadCompleteResponse>, Error> {
     Ok(Json(
         commands
@@ -91,9 +92,9 @@ async fn upload_complete(
 async fn submit(
     State(commands): Shared,
     Path(id): Path<String>,
-    Json(body): Json<api::Submit>,
+    Json(body): Json<Submit>,
 ) -> Result<StatusCode, Error> {
-    commands.submit(&id, &body.subject, body.response).await?;
+    commands.submit(&id, &body.principal, body.response).await?;
     Ok(StatusCode::OK)
 }
 
@@ -115,11 +116,11 @@ async fn store_payload(
 
 async fn acquire(
     State(commands): Shared,
-    Json(body): Json<api::Acquire>,
+    Json(body): Json<Acquire>,
 ) -> Result<Json<LeaseResponse>, Error> {
     Ok(Json(
         commands
-            .acquire(&body.subject, &body.request, wait(body.wait_seconds))
+            .acquire(&body.principal, &body.request, wait(body.wait_seconds))
             .await?,
     ))
 }

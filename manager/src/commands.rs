@@ -1,6 +1,6 @@
 //! The manager's side of the commands protocol: the facts commandd needs about a deployment,
 //! read from our records, and the forwarding of an authorized request over commandd's
-//! socket. What crosses it is defined once, in `commandd::api`.
+//! socket. What crosses it is defined once, in `protocol::commandd`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,11 +8,11 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use commandd::api::{DeploymentFacts, WorkerFacts};
-use commandd::wire::{CommandTarget, DeliveryMode, TargetType};
 use http_body_util::BodyExt;
 use plumbing::config::Secret;
 use plumbing::uds::{self, UdsError};
+use protocol::commandd::{DeploymentFacts, WorkerFacts};
+use protocol::commands::{CommandTarget, DeliveryMode, TargetType};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -171,7 +171,7 @@ impl Forwarder {
     }
 }
 
-/// What commandd needs to know of `deployment` (see `commandd::api::DeploymentFacts`).
+/// What commandd needs to know of `deployment` (see `protocol::commandd::DeploymentFacts`).
 pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentFacts, Error> {
     let targets = match &deployment.current_release_id {
         Some(release) => {

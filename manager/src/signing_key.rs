@@ -10,12 +10,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use protocol::commands::signing::KEY_FILE as FILE;
 use tracing::{info, warn};
 
 use crate::Error;
-
-/// The key's file in the data directory.
-pub const FILE: &str = "signing-key";
 
 const LEN: usize = 32;
 

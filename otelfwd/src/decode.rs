@@ -15,8 +15,8 @@ use prost::Message;
 use serde::de::DeserializeOwned;
 
 use crate::error::IngestError;
-use crate::signal::Signal;
-use crate::wire::Origin;
+use protocol::otelfwd::Origin;
+use protocol::otelfwd::Signal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

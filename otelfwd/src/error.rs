@@ -21,7 +21,7 @@ pub enum Error {
     Join(#[from] tokio::task::JoinError),
     #[error("cannot start the {signal} forwarder: {source}")]
     Thread {
-        signal: crate::Signal,
+        signal: protocol::otelfwd::Signal,
         source: std::io::Error,
     },
 }

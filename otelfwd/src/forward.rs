@@ -15,9 +15,9 @@ use flate2::write::GzEncoder;
 use plumbing::config::TelemetryConfig;
 use tracing::{debug, error, info, warn};
 
-use crate::Signal;
 use crate::queue::{Batch, BatchLimits, Queue};
 use crate::stats::Counters;
+use protocol::otelfwd::Signal;
 
 /// The longest `Retry-After` honoured, so that a backend's mistake cannot park a signal for
 /// days.

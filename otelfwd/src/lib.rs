@@ -1,7 +1,7 @@
 //! OTLP ingest, a durable queue, and forwarding to the vendor's observability backend.
 //!
 //! Serves HTTP/1.1 on `<data>/run/otelfwd.sock`; only the manager talks to it, after it has
-//! authenticated the sender ([`wire`] is that protocol). A request's path: [`server`]
+//! authenticated the sender (`protocol::otelfwd` is that protocol). A request's path: [`server`]
 //! receives it, [`decode`] turns it into enriched protobuf, [`queue`] makes it durable
 //! before the sender is answered, and a [`forward`]er per signal sends batches on.
 
@@ -10,18 +10,16 @@ mod error;
 pub mod forward;
 pub mod queue;
 mod server;
-mod signal;
 mod stats;
-pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use plumbing::{Daemon, DaemonContext};
+use protocol::otelfwd::Signal;
 use tracing::info;
 
 pub use error::{Error, IngestError};
-pub use signal::Signal;
 
 use crate::forward::{Backoff, Forwarder, Target};
 use crate::queue::{BatchLimits, Queue, QueueConfig};

@@ -1,4 +1,4 @@
-//! otelfwd's routes on its socket: `POST /ingest/{signal}` and `GET /status` ([`crate::wire`]).
+//! otelfwd's routes on its socket: `POST /ingest/{signal}` and `GET /status` (`protocol::otelfwd`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +14,12 @@ use plumbing::config::TelemetryConfig;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::Signal;
 use crate::decode::{self, Format, Limits};
 use crate::error::IngestError;
 use crate::queue::{Queue, QueueError};
 use crate::stats::Counters;
-use crate::wire::{Origin, STATUS_PATH, Status};
+use protocol::otelfwd::Signal;
+use protocol::otelfwd::{Origin, STATUS_PATH, Status};
 
 /// What a sender is told to wait before sending again into a full queue.
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(2);

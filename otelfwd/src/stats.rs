@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::queue::{QueueStats, now_ms};
-use crate::wire::SignalStatus;
+use protocol::otelfwd::SignalStatus;
 
 #[derive(Debug, Default)]
 pub struct Counters {

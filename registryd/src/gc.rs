@@ -42,8 +42,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, UNIX_EPOCH};
 
 use rusqlite::TransactionBehavior;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+
+use protocol::registryd::{GcOptions, GcReport};
 
 use crate::digest::Digest;
 use crate::error::Error;
@@ -57,36 +58,12 @@ const TEMP_GRACE_MS: i64 = 10 * 60 * 1000;
 /// Blobs decided and deleted per transaction, so that requests wait at most one page.
 const PAGE: usize = 256;
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Options {
-    /// Spare what was touched this recently. Default one hour; 0 is for tests.
-    pub grace_period_secs: Option<u64>,
-    /// Also delete manifests that no tag keeps (see the module documentation).
-    #[serde(default)]
-    pub delete_untagged: bool,
-    /// Remove upload sessions idle this long. Default 24 hours.
-    pub upload_ttl_secs: Option<u64>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    pub blobs_deleted: u64,
-    pub bytes_freed: u64,
-    pub manifests_deleted: u64,
-    pub uploads_purged: u64,
-    pub orphan_files_deleted: u64,
-    pub grace_period_secs: u64,
-    pub duration_ms: u64,
-}
-
 fn ms(secs: u64) -> i64 {
     meta::clamp(secs.saturating_mul(1000))
 }
 
 /// Runs one collection; concurrent calls wait their turn.
-pub async fn collect(registry: &Registry, options: Options) -> Result<Report, Error> {
+pub async fn collect(registry: &Registry, options: GcOptions) -> Result<GcReport, Error> {
     let _one_at_a_time = registry.gc.lock().await;
     let started = Instant::now();
     let grace = options.grace_period_secs.unwrap_or(DEFAULT_GRACE_SECS);
@@ -94,9 +71,9 @@ pub async fn collect(registry: &Registry, options: Options) -> Result<Report, Er
     let upload_cutoff = now_ms().saturating_sub(ms(options
         .upload_ttl_secs
         .unwrap_or(DEFAULT_UPLOAD_TTL_SECS)));
-    let mut report = Report {
+    let mut report = GcReport {
         grace_period_secs: grace,
-        ..Report::default()
+        ..GcReport::default()
     };
     report.uploads_purged = purge_uploads(registry, upload_cutoff).await?;
     if options.delete_untagged {

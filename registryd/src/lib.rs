@@ -7,7 +7,7 @@
 
 mod digest;
 mod error;
-pub mod gc;
+mod gc;
 mod manifest;
 mod meta;
 mod names;
@@ -20,7 +20,6 @@ use std::sync::Arc;
 use plumbing::{Daemon, DaemonContext};
 
 pub use error::Error;
-pub use gc::{Options as GcOptions, Report as GcReport};
 
 use crate::state::{Registry, Sessions};
 use crate::storage::Storage;

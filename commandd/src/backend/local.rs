@@ -11,13 +11,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use rusqlite::{OptionalExtension, params};
 
+use plumbing::clock;
+use protocol::commands::signing;
+use protocol::commands::{BlobKind, Operation, PresignedBackend, PresignedRequest};
+
 use super::{Blobs, BoxFuture, Kv, blob_path};
 use crate::Error;
-use crate::api::BlobKind;
-use crate::clock;
-use crate::signing::{self, KeyFile};
+use crate::key::KeyFile;
 use crate::store::Db;
-use crate::wire::{Operation, PresignedBackend, PresignedRequest};
 
 #[derive(Debug, Clone)]
 pub struct LocalKv {

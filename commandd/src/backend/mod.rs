@@ -16,9 +16,9 @@ use std::pin::Pin;
 
 use axum::body::Bytes;
 
+use protocol::commands::{BlobKind, Operation, PresignedRequest};
+
 use crate::Error;
-use crate::api::BlobKind;
-use crate::wire::{Operation, PresignedRequest};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::Error;
-use crate::wire::{CommandState, CommandTarget, DeliveryMode, TargetType};
+use protocol::commands::{CommandState, CommandTarget, DeliveryMode, TargetType};
 
 /// `state NOT IN (terminal)`, the guard of every write.
 const NOT_TERMINAL: &str = "state NOT IN ('SUCCEEDED', 'FAILED', 'EXPIRED')";

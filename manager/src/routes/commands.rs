@@ -5,12 +5,13 @@
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
-use commandd::api::{self, BlobKind, MAX_WAIT_SECONDS, Owner};
-use commandd::signing;
-use commandd::wire::{
-    CommandResponse, CreateCommandRequest, LeaseRequest, StorePayloadRequest, UploadCompleteRequest,
-};
 use http_body_util::{BodyExt, Limited};
+use protocol::commandd::{self, MAX_WAIT_SECONDS, OPERATOR_TARGET, Owner, Principal};
+use protocol::commands::signing;
+use protocol::commands::{
+    BlobKind, CommandResponse, CreateCommandRequest, LeaseRequest, StorePayloadRequest,
+    UploadCompleteRequest,
+};
 
 use crate::Error;
 use crate::auth::{Caller, Subject};
@@ -31,12 +32,12 @@ const NO_CREDENTIAL: &str =
 const BAD_RESPONSE_TOKEN: &str = "Invalid or expired response token";
 const BAD_STORAGE_SIGNATURE: &str = "Invalid or expired storage URL signature";
 
-fn subject_of(subject: &Subject) -> api::Subject {
+fn principal_of(subject: &Subject) -> Principal {
     let role = serde_json::to_value(subject.role)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    api::Subject::Token {
+    Principal::Token {
         token_id: subject.token_id.clone(),
         role,
     }
@@ -110,14 +111,14 @@ pub async fn create(
         Op::DispatchCommand,
     )
     .await?;
-    if request.target_resource_id.as_deref() == Some(commandd::api::OPERATOR_TARGET) {
+    if request.target_resource_id.as_deref() == Some(OPERATOR_TARGET) {
         return Err(Error::forbidden(
             "Access denied: the operator target requires the operations capability",
         )
         .into());
     }
     if let Some(deadline) = &request.deadline
-        && commandd::wire::parse_time(deadline).is_none()
+        && plumbing::clock::parse_rfc3339(deadline).is_none()
     {
         return Err(Error::InvalidBody {
             field: "deadline".into(),
@@ -125,8 +126,8 @@ pub async fn create(
         }
         .into());
     }
-    let body = api::Create {
-        subject: subject_of(&subject),
+    let body = commandd::Create {
+        principal: principal_of(&subject),
         deployment: facts(&state.store, &deployment).await?,
         request,
     };
@@ -170,8 +171,8 @@ pub async fn upload_complete(
 ) -> Answer {
     let subject = caller.authenticate(&state.store).await?;
     let (_, deployment) = command_deployment(&state, &subject, &id, Op::DispatchCommand).await?;
-    let body = api::UploadComplete {
-        subject: subject_of(&subject),
+    let body = commandd::UploadComplete {
+        principal: principal_of(&subject),
         deployment: facts(&state.store, &deployment).await?,
         request,
     };
@@ -189,10 +190,10 @@ pub async fn submit(
     query: QueryPairs,
     JsonBody(response): JsonBody<CommandResponse>,
 ) -> Answer {
-    let subject = if headers.contains_key(header::AUTHORIZATION) {
+    let principal = if headers.contains_key(header::AUTHORIZATION) {
         let subject = caller.authenticate(&state.store).await?;
         command_deployment(&state, &subject, &id, Op::RespondToCommand).await?;
-        subject_of(&subject)
+        principal_of(&subject)
     } else {
         let (Some(token), Some(expires)) = (query.first("response_token"), query.first("expires"))
         else {
@@ -205,10 +206,13 @@ pub async fn submit(
         if !signing::verify_response_token(state.commands.key(), &id, token, expires, now) {
             return Err(Error::Unauthorized(BAD_RESPONSE_TOKEN).into());
         }
-        api::Subject::ResponseToken
+        Principal::ResponseToken
     };
     let path = format!("/commands/{}/response", segment(&id));
-    let body = api::Submit { subject, response };
+    let body = commandd::Submit {
+        principal,
+        response,
+    };
     Ok(state.commands.send_json(Method::PUT, &path, &body).await?)
 }
 
@@ -249,7 +253,7 @@ pub async fn store_payload(
         .await?;
     if owner.status() == 200 {
         let owner: Owner = state.commands.read(owner).await?;
-        if owner.target.resource_id == commandd::api::OPERATOR_TARGET {
+        if owner.target.resource_id == OPERATOR_TARGET {
             return Err(Error::forbidden("Access denied").into());
         }
     }
@@ -287,9 +291,9 @@ pub async fn acquire(
         .map(|s| s.min(MAX_WAIT_SECONDS)),
         None => wait_seconds(&query)?,
     };
-    let subject = subject_of(&subject);
-    let waiting = api::Acquire {
-        subject: subject.clone(),
+    let principal = principal_of(&subject);
+    let waiting = commandd::Acquire {
+        principal: principal.clone(),
         request: request.clone(),
         wait_seconds: wait,
     };
@@ -301,8 +305,8 @@ pub async fn acquire(
                 .await?
         }
         Some(_) => {
-            let now = api::Acquire {
-                subject,
+            let now = commandd::Acquire {
+                principal,
                 request,
                 wait_seconds: None,
             };

@@ -15,7 +15,7 @@ use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
-use registryd::{GcOptions, GcReport};
+use protocol::registryd::{GC_PATH, GcOptions, GcReport};
 use tracing::warn;
 
 use crate::auth::{Caller, Subject};
@@ -219,7 +219,7 @@ pub async fn collect_garbage(
     let response = state
         .registry
         .upstream
-        .send(Method::POST, "/gc", &headers, body)
+        .send(Method::POST, GC_PATH, &headers, body)
         .await
         .map_err(|error| {
             warn!(%error, "garbage collection not started");

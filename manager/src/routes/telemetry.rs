@@ -3,7 +3,7 @@
 //!
 //! The manager reads the body (capped at `[telemetry] max-body-bytes`), authenticates the
 //! sender, which must be a deployment, looks up where the data comes from, and hands body
-//! and origin to otelfwd over its socket (`otelfwd::wire`). otelfwd decodes, enriches and
+//! and origin to otelfwd over its socket (`protocol::otelfwd`). otelfwd decodes, enriches and
 //! queues it durably; the sender's `{"accepted":true}` is otelfwd's. When otelfwd cannot
 //! take it (queue full, not running), the sender gets 503 with `Retry-After`, never a 500
 //! and never an acceptance.
@@ -16,11 +16,10 @@ use axum::extract::State;
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, HOST, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use otelfwd::Signal;
-use otelfwd::wire::{self, Origin, Status};
 use plumbing::Daemon;
 use plumbing::envelope::ErrorEnvelope;
 use plumbing::uds;
+use protocol::otelfwd::{self, Origin, Signal, Status};
 use serde_json::{Value, json};
 use tracing::{error, warn};
 
@@ -134,7 +133,7 @@ async fn ingest(
 }
 
 /// The request to otelfwd: the sender's body and encoding headers, and the origin in the
-/// query string (`otelfwd::wire`).
+/// query string (`protocol::otelfwd`).
 fn forwarded(
     signal: Signal,
     origin: &Origin,
@@ -144,7 +143,7 @@ fn forwarded(
     let query = serde_urlencoded::to_string(origin).map_err(|e| e.to_string())?;
     let mut request = Request::new(Body::from(bytes));
     *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = format!("{}?{query}", wire::ingest_path(signal))
+    *request.uri_mut() = format!("{}?{query}", otelfwd::ingest_path(signal))
         .parse()
         .map_err(|e: http::uri::InvalidUri| e.to_string())?;
     let forwarded = request.headers_mut();
@@ -223,7 +222,7 @@ pub async fn status(
 ) -> Result<Json<Status>, Error> {
     authorize(&subject, Op::ReadTelemetryStatus, Target::Nothing)?;
     let socket = state.data.socket(Daemon::Otelfwd);
-    let answer = uds::get(&socket, wire::STATUS_PATH, OTELFWD_TIMEOUT).await;
+    let answer = uds::get(&socket, otelfwd::STATUS_PATH, OTELFWD_TIMEOUT).await;
     match answer {
         Ok((StatusCode::OK, body)) => serde_json::from_slice(&body).map(Json).map_err(|e| {
             error!(error = %e, "otelfwd's status is not what the manager expects");

@@ -1,7 +1,7 @@
 //! `POST /gc` (not under `/v2`): runs a collection and answers what it freed.
 //!
 //! The body is empty or a JSON object `{"gracePeriodSecs", "deleteUntagged",
-//! "uploadTtlSecs"}` (all optional); the answer is `200` with the [`crate::gc::Report`] as
+//! "uploadTtlSecs"}` (all optional); the answer is `200` with the `protocol::registryd::GcReport` as
 //! JSON. A second request while one runs waits for it.
 
 use std::sync::Arc;
@@ -13,13 +13,15 @@ use http::StatusCode;
 
 use super::json_response;
 use crate::error::Error;
-use crate::gc::{self, Options};
+use protocol::registryd::GcOptions;
+
+use crate::gc;
 use crate::state::Registry;
 
 pub async fn collect(State(registry): State<Arc<Registry>>, body: Bytes) -> Response {
     let run = async {
-        let options: Options = if body.iter().all(u8::is_ascii_whitespace) {
-            Options::default()
+        let options: GcOptions = if body.iter().all(u8::is_ascii_whitespace) {
+            GcOptions::default()
         } else {
             serde_json::from_slice(&body).map_err(|e| Error::GcRequest(e.to_string()))?
         };

@@ -22,6 +22,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use protocol::registryd::GC_PATH;
 
 use crate::error::Error;
 use crate::names::Name;
@@ -39,7 +40,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
-        .route("/gc", post(gc::collect))
+        .route(GC_PATH, post(gc::collect))
         .with_state(registry)
 }
 

@@ -82,12 +82,6 @@ impl Storage {
         }
     }
 
-    /// Reads all of a small blob (a manifest).
-    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
-        let path = self.blob_path(digest);
-        std::fs::read(&path).map_err(Error::io("read", &path))
-    }
-
     /// Opens `digest` for reading `len` bytes from `start`, as a body streamed from a
     /// blocking reader through a bounded channel. The file is opened before this returns, so
     /// a collector that removes it afterwards cannot cut the download short.

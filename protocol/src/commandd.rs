@@ -20,12 +20,12 @@
 //! Errors come back as the public error envelope with its status; the manager passes them on
 //! as they are.
 
-use plumbing::config::Secret;
 use std::collections::BTreeMap;
 
+use plumbing::config::Secret;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{
+use crate::commands::{
     CommandResponse, CommandTarget, CreateCommandRequest, DeliveryMode, LeaseRequest,
     UploadCompleteRequest,
 };
@@ -41,7 +41,7 @@ pub const MAX_WAIT_SECONDS: u64 = 30;
 /// (the manager has authorized the call already).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Subject {
+pub enum Principal {
     /// A bearer token: its record id and role.
     Token { token_id: String, role: String },
     /// A signed `response_token` in the submit URL, no bearer.
@@ -82,7 +82,7 @@ pub struct WorkerFacts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Create {
-    pub subject: Subject,
+    pub principal: Principal,
     pub deployment: DeploymentFacts,
     pub request: CreateCommandRequest,
 }
@@ -90,7 +90,7 @@ pub struct Create {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadComplete {
-    pub subject: Subject,
+    pub principal: Principal,
     pub deployment: DeploymentFacts,
     pub request: UploadCompleteRequest,
 }
@@ -98,14 +98,14 @@ pub struct UploadComplete {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Submit {
-    pub subject: Subject,
+    pub principal: Principal,
     pub response: CommandResponse,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Acquire {
-    pub subject: Subject,
+    pub principal: Principal,
     pub request: LeaseRequest,
     /// Answer as soon as a command is available, waiting at most this long (an extension;
     /// absent: answer at once, as the public manager does).
@@ -120,21 +120,4 @@ pub struct Owner {
     pub deployment_id: String,
     pub command_id: String,
     pub target: CommandTarget,
-}
-
-/// The two bodies a command keeps in storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BlobKind {
-    Params,
-    Response,
-}
-
-impl BlobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlobKind::Params => "params",
-            BlobKind::Response => "response",
-        }
-    }
 }

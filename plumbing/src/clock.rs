@@ -1,4 +1,5 @@
-//! Time as commandd keeps it (Unix milliseconds) and as the wire carries it (RFC 3339).
+//! Time as the daemons keep it (Unix milliseconds or seconds) and as the wire carries it
+//! (RFC 3339).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

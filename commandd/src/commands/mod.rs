@@ -13,19 +13,22 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{BlobKind, DeploymentFacts, OPERATOR_TARGET, Owner, Subject};
-use crate::backend::{Blobs, Kv};
-use crate::signals::{Signals, target_key};
-use crate::signing::{self, KeyFile};
-use crate::store::Db;
-use crate::store::registry::{self, Command, NewCommand};
-use crate::wire::{
-    BodySpec, CommandResponse, CommandState, CommandStatusResponse, CommandTarget,
+use plumbing::clock;
+use protocol::commandd::{DeploymentFacts, OPERATOR_TARGET, Owner, Principal};
+use protocol::commands::signing;
+use protocol::commands::{
+    BlobKind, BodySpec, CommandResponse, CommandState, CommandStatusResponse, CommandTarget,
     CreateCommandRequest, CreateCommandResponse, DeliveryMode, Envelope, INLINE_MAX_BYTES,
     LeaseInfo, LeaseRequest, LeaseResponse, Operation, PROTOCOL, PayloadResponse, PresignedBackend,
     ResponseHandling, StorageUpload, StorePayloadRequest, TargetType, UploadCompleteResponse,
 };
-use crate::{Error, clock, ids, push};
+
+use crate::backend::{Blobs, Kv};
+use crate::key::KeyFile;
+use crate::signals::{Signals, target_key};
+use crate::store::Db;
+use crate::store::registry::{self, Command, NewCommand};
+use crate::{Error, ids, push};
 
 /// A params or response document larger than this, serialized, goes to blob storage (§1.6).
 const KV_VALUE_THRESHOLD: usize = 20_000;
@@ -117,10 +120,10 @@ pub fn delivery_mode(target: &CommandTarget, deployment: &DeploymentFacts) -> De
     }
 }
 
-fn subject_label(subject: &Subject) -> String {
-    match subject {
-        Subject::Token { token_id, role } => format!("{role} {token_id}"),
-        Subject::ResponseToken => "response token".to_owned(),
+fn principal_label(principal: &Principal) -> String {
+    match principal {
+        Principal::Token { token_id, role } => format!("{role} {token_id}"),
+        Principal::ResponseToken => "response token".to_owned(),
     }
 }
 
@@ -129,7 +132,7 @@ impl Commands {
 
     pub async fn create(
         &self,
-        subject: &Subject,
+        principal: &Principal,
         deployment: &DeploymentFacts,
         request: CreateCommandRequest,
     ) -> Result<CreateCommandResponse, Error> {
@@ -264,7 +267,7 @@ impl Commands {
             command = %request.command,
             target = %target.resource_id,
             delivery = mode.as_str(),
-            subject = %subject_label(subject),
+            principal = %principal_label(principal),
             "command created"
         );
         let (state, storage_upload, next) = if state == CommandState::PendingUpload {
@@ -589,7 +592,7 @@ impl Commands {
     pub async fn submit(
         &self,
         id: &str,
-        subject: &Subject,
+        principal: &Principal,
         response: CommandResponse,
     ) -> Result<(), Error> {
         let command = self.get(id).await?;
@@ -603,7 +606,7 @@ impl Commands {
                 to: CommandState::Succeeded.as_str(),
             });
         }
-        debug!(command_id = %id, subject = %subject_label(subject), "response submitted");
+        debug!(command_id = %id, principal = %principal_label(principal), "response submitted");
         self.finish(&command, response).await
     }
 
@@ -671,7 +674,7 @@ impl Commands {
     /// target can be leased, or with no lease when the wait is over.
     pub async fn acquire(
         &self,
-        subject: &Subject,
+        principal: &Principal,
         request: &LeaseRequest,
         wait: Option<Duration>,
     ) -> Result<LeaseResponse, Error> {
@@ -709,7 +712,7 @@ impl Commands {
                 () = tokio::time::sleep_until(wake) => {}
                 () = self.shutdown.cancelled() => return Ok(LeaseResponse { leases }),
             }
-            debug!(subject = %subject_label(subject), "long poll woke");
+            debug!(principal = %principal_label(principal), "long poll woke");
         }
     }
 

@@ -2,6 +2,8 @@
 //! agents and the receivers send and parse them. The manager parses client bodies with these
 //! and commandd answers with them, so the two cannot drift. Behaviour lives elsewhere.
 
+pub mod signing;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -11,11 +13,6 @@ pub const PROTOCOL: &str = "arc.v1";
 
 /// `inlineAllowedUpTo` and `responseHandling.maxInlineBytes` (§1.6).
 pub const INLINE_MAX_BYTES: u64 = 150_000;
-
-/// An RFC 3339 time (a `deadline`) as Unix milliseconds; `None` when it is not one.
-pub fn parse_time(text: &str) -> Option<i64> {
-    crate::clock::parse_rfc3339(text)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -333,6 +330,23 @@ pub struct StorePayloadRequest {
     pub params: Option<BodySpec>,
     #[serde(default)]
     pub response: Option<CommandResponse>,
+}
+
+/// The two bodies a command keeps in storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    Params,
+    Response,
+}
+
+impl BlobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobKind::Params => "params",
+            BlobKind::Response => "response",
+        }
+    }
 }
 
 #[cfg(test)]
