@@ -6,7 +6,7 @@
 //! and authenticates it after reading the body, because the public manager reports a bad
 //! body before a missing token (spec §1.4).
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -15,7 +15,6 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::server::AppState;
 use crate::store::Store;
 use crate::store::tokens::{self, TokenRecord};
 use crate::token::{self, TokenKind};
@@ -67,12 +66,16 @@ const UNKNOWN_SCHEME: &str = "Authorization header must use Bearer or Basic sche
 const BAD_BASIC: &str = "Invalid Basic auth encoding";
 const INVALID_TOKEN: &str = "Invalid token";
 
-impl FromRequestParts<AppState> for Subject {
+impl<S> FromRequestParts<S> for Subject
+where
+    Store: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         let token = token_from_header(parts.headers.get(AUTHORIZATION))?;
-        authenticate(&state.store, token).await
+        authenticate(&Store::from_ref(state), token).await
     }
 }
 

@@ -7,9 +7,12 @@ use std::path::PathBuf;
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use plumbing::Daemon;
 use plumbing::envelope::ErrorEnvelope;
 use serde_json::json;
-use tracing::error;
+
+use crate::daemons::DaemonError;
+use tracing::{error, warn};
 
 /// What a handler can fail with. The variants up to [`Error::PlainText`] are answers to the
 /// client, each with the code, status and context keys of spec §1.3/§1.4; the rest are
@@ -90,10 +93,10 @@ pub enum Error {
     #[error("Failed to read the request body: {0}")]
     UnreadableBody(String),
 
-    /// registryd did not answer: its socket is not there, or the exchange broke off. The
-    /// cause is logged where it happened.
-    #[error("The registry is unavailable")]
-    RegistryUnavailable,
+    /// A daemon the request needs is down or restarting (or, for
+    /// [`DaemonError::Target`], we built a request it cannot take).
+    #[error("{}", unavailable_message(.0.daemon()))]
+    Daemon(#[from] DaemonError),
 
     /// registryd refused a request the manager passed on as the client sent it.
     #[error("{0}")]
@@ -209,6 +212,21 @@ pub enum Error {
 
     #[error("registryd answered {status}: {body}")]
     RegistryFailed { status: StatusCode, body: String },
+}
+
+/// What a client is told to wait before trying again when a daemon is down: the supervisor
+/// restarts a daemon within a second or two, later ones after a longer backoff.
+pub const DAEMON_RETRY_AFTER_SECS: u64 = 5;
+
+/// The message of a 503 for `daemon`, naming what the client knows, not our process names.
+fn unavailable_message(daemon: Daemon) -> String {
+    let service = match daemon {
+        Daemon::Registryd => "registry",
+        Daemon::Commandd => "commands service",
+        Daemon::Otelfwd => "telemetry forwarder",
+        Daemon::Manager => "manager",
+    };
+    format!("The {service} is unavailable; try again shortly")
 }
 
 impl Error {
@@ -334,10 +352,15 @@ impl Error {
                 "PAYLOAD_TOO_LARGE",
                 json!({ "limit_bytes": limit }),
             ),
-            Error::RegistryUnavailable => {
+            Error::Daemon(error) if error.is_unavailable() => {
                 return Some(
-                    ErrorEnvelope::new(StatusCode::BAD_GATEWAY, "REGISTRY_UNAVAILABLE", message)
-                        .retryable(),
+                    ErrorEnvelope::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "SERVICE_UNAVAILABLE",
+                        &message,
+                    )
+                    .with_context(json!({ "reason": message }))
+                    .retryable(),
                 );
             }
             Error::TelemetryMediaType(_) => (
@@ -376,6 +399,10 @@ impl IntoResponse for Error {
             Error::ServiceUnavailable {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            Error::Daemon(error) if error.is_unavailable() => {
+                warn!(%error, "request refused with 503: a daemon is unavailable");
+                Some(DAEMON_RETRY_AFTER_SECS)
+            }
             _ => None,
         };
         match self.envelope() {
@@ -418,9 +445,9 @@ pub enum OciError {
     #[error("no such endpoint: {0}")]
     Unsupported(String),
 
-    /// registryd did not answer; the cause is logged.
-    #[error("registry unavailable")]
-    Unavailable,
+    /// registryd is down or restarting; the cause is logged.
+    #[error("{}", unavailable_message(Daemon::Registryd))]
+    Unavailable(DaemonError),
 
     #[error(transparent)]
     Internal(Error),
@@ -436,7 +463,18 @@ impl From<Error> for OciError {
         match error {
             Error::Unauthorized(reason) => OciError::Unauthorized(reason),
             Error::Forbidden(reason) => OciError::Denied(reason),
+            Error::Daemon(error) => OciError::from(error),
             other => OciError::Internal(other),
+        }
+    }
+}
+
+impl From<DaemonError> for OciError {
+    fn from(error: DaemonError) -> OciError {
+        if error.is_unavailable() {
+            OciError::Unavailable(error)
+        } else {
+            OciError::Internal(Error::Daemon(error))
         }
     }
 }
@@ -448,7 +486,7 @@ impl IntoResponse for OciError {
             OciError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
             OciError::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             OciError::Unsupported(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
-            OciError::Unavailable => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
+            OciError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             OciError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         };
         let message = match &self {
@@ -456,12 +494,22 @@ impl IntoResponse for OciError {
                 error!(%error, "registry request failed");
                 "Internal server error".to_owned()
             }
+            OciError::Unavailable(error) => {
+                warn!(%error, "registry request refused with 503");
+                self.to_string()
+            }
             other => other.to_string(),
         };
         let body = json!({"errors": [{"code": code, "message": message, "detail": null}]});
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(API_VERSION, API_VERSION_2);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(DAEMON_RETRY_AFTER_SECS),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 http::header::WWW_AUTHENTICATE,
@@ -717,10 +765,10 @@ mod tests {
                 false,
             ),
             (
-                OciError::Unavailable,
-                502,
-                "UNKNOWN",
-                "registry unavailable",
+                OciError::Unavailable(down(Daemon::Registryd)),
+                503,
+                "UNAVAILABLE",
+                "The registry is unavailable; try again shortly",
                 false,
             ),
             (
@@ -756,20 +804,50 @@ mod tests {
         }
     }
 
+    fn down(daemon: Daemon) -> DaemonError {
+        DaemonError::Timeout {
+            daemon,
+            timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
     #[tokio::test]
-    async fn an_unavailable_registry_is_a_retryable_502() {
-        let (status, _, body) = wire(Error::RegistryUnavailable).await;
-        assert_eq!(status, StatusCode::BAD_GATEWAY);
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-        assert_eq!(
-            body,
-            json!({
-                "code": "REGISTRY_UNAVAILABLE",
-                "message": "The registry is unavailable",
-                "retryable": true,
-                "internal": false,
-                "httpStatusCode": 502,
-            })
-        );
+    async fn a_daemon_that_is_down_is_a_retryable_503_with_retry_after() {
+        for (daemon, service) in [
+            (Daemon::Registryd, "registry"),
+            (Daemon::Commandd, "commands service"),
+            (Daemon::Otelfwd, "telemetry forwarder"),
+        ] {
+            let response = Error::Daemon(down(daemon)).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[http::header::RETRY_AFTER], "5");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            let message = format!("The {service} is unavailable; try again shortly");
+            assert_eq!(
+                body,
+                json!({
+                    "code": "SERVICE_UNAVAILABLE",
+                    "message": message,
+                    "context": {"reason": message},
+                    "retryable": true,
+                    "internal": false,
+                    "httpStatusCode": 503,
+                })
+            );
+        }
+        let response = OciError::from(Error::Daemon(down(Daemon::Registryd))).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "5");
+
+        // A request we could not build is our failure, not a reason to come back later.
+        let ours = DaemonError::Target {
+            daemon: Daemon::Commandd,
+            target: "/bad path".into(),
+        };
+        let (status, _, _) = wire(Error::Daemon(ours)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -1,12 +1,14 @@
 //! The manager: the public HTTP API and the SQLite system of record.
 //!
-//! A request's path: [`server`] accepts it, [`routes`] handles it, [`auth`] says who sent it,
-//! and [`store`] is the only code that touches the database.
+//! A request's path: [`server`] accepts it, [`routes`] handles it, [`auth`] says who sent it
+//! and [`authz`] what they may do, the services ([`services`], [`lifecycle`], [`registry`])
+//! do it, [`store`] is the only code that touches the database, and [`daemons`] the only
+//! code that calls the other daemons. Nothing below [`routes`] imports a route.
 
 mod auth;
 mod authz;
 mod bootstrap;
-mod commands;
+mod daemons;
 mod error;
 mod extract;
 mod ids;
@@ -14,8 +16,10 @@ mod lifecycle;
 mod registry;
 mod routes;
 mod server;
+mod services;
 mod signing_key;
 mod stack;
+mod state;
 mod store;
 mod token;
 mod wire;
@@ -55,22 +59,20 @@ pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) ->
     // Locks are not cleared here, unlike the public manager: no loop of ours holds any, and
     // a push client's lease must survive a restart of the manager. A lock whose holder died
     // is broken by the next acquire after five minutes (spec §5.3).
-    let state = server::AppState {
+    let daemons = daemons::Daemons::new(&ctx.data);
+    let state = state::AppState {
         store,
-        data: ctx.data.clone(),
         base_url: ctx.config.base_url().into(),
-        registry: std::sync::Arc::new(registry::Registry::new(
+        registry: std::sync::Arc::new(registry::Proxy::new(
             registry::routing::RegistryRoutes::from_config(&ctx.config.artifact_registry),
-            ctx.data.socket(Daemon::Registryd),
+            daemons.registryd.clone(),
             signing_key.as_bytes(),
         )),
-        commands: std::sync::Arc::new(commands::Forwarder::new(
-            ctx.data.socket(Daemon::Commandd),
-            signing_key.as_bytes(),
-            ctx.shutdown.clone(),
-        )),
+        daemons,
         signing_key,
-        telemetry: routes::telemetry::Limits::from_config(&ctx.config.telemetry),
+        telemetry_max_body_bytes: usize::try_from(ctx.config.telemetry.max_body_bytes)
+            .unwrap_or(usize::MAX),
+        shutdown: ctx.shutdown.clone(),
     };
     server::serve(listener, server::router(state), ctx.shutdown).await
 }

@@ -2,49 +2,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use axum::serve::ListenerExt;
 use plumbing::config::ServerConfig;
-use plumbing::{DataDir, notify};
+use plumbing::notify;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::Error;
-use crate::commands::Forwarder;
 use crate::extract::BODY_LIMIT;
-use crate::registry::Registry;
-use crate::routes::commands;
-use crate::routes::telemetry;
 use crate::routes::{
-    build_config, deployment_groups, deployments, health, initialize, registry, releases, sync,
-    tokens, unsupported, whoami,
+    build_config, commands, deployment_groups, deployments, health, initialize, registry, releases,
+    sync, telemetry, tokens, unsupported, whoami,
 };
-use crate::signing_key::SigningKey;
-use crate::store::Store;
-
-/// What handlers share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub data: DataDir,
-    /// The public URL, without a trailing slash.
-    pub base_url: Arc<str>,
-    pub registry: Arc<Registry>,
-    /// What the telemetry routes check before handing a request to otelfwd.
-    pub telemetry: telemetry::Limits,
-    /// commandd's socket, where the commands routes forward to.
-    pub commands: Arc<Forwarder>,
-    #[expect(
-        dead_code,
-        reason = "command response URLs and registry upload sessions, in their issues, sign with it"
-    )]
-    pub signing_key: SigningKey,
-}
+use crate::state::AppState;
 
 /// Unknown paths get axum's empty 404 and known paths with another method its empty 405,
 /// as in the public manager.

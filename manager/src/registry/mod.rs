@@ -1,52 +1,57 @@
-//! The registry behind `/v2` (spec §3.14, protocols §4.4–4.5). The manager authenticates
-//! each request ([`crate::auth`]), works out which repository it is about ([`path`]), routes
-//! that repository ([`routing`]), decides whether the caller may ([`access`], [`pulls`] with
-//! [`images`], or a signed upload session, [`session`]), and forwards it as it is to registryd
-//! over its socket ([`upstream`]), whose answer goes back with its `Location` made public
-//! ([`location`]).
+//! The registry behind `/v2`. The manager authenticates each request ([`crate::auth`]),
+//! works out which repository it is about ([`path`]), routes that repository ([`routing`]),
+//! decides whether the caller may ([`access`], [`pulls`] with [`images`], or a signed upload
+//! session, [`session`]), and forwards it as it is to registryd ([`upstream`], over the
+//! daemon client), whose answer goes back with its `Location` made public ([`location`]).
+//! [`Proxy`] is that whole path behind one call, [`Proxy::forward`].
 
 pub mod access;
 pub mod images;
 pub mod location;
 pub mod path;
+mod proxy;
 pub mod pulls;
 pub mod routing;
 pub mod session;
 pub mod upstream;
 
-use std::path::PathBuf;
-
 use path::{Endpoint, Resource};
 use pulls::ReleaseRepositories;
 use routing::RegistryRoutes;
 use session::SessionSigner;
-use upstream::Upstream;
 
-/// What the proxy keeps between requests.
+use crate::daemons::DaemonClient;
+
+/// The registry proxy: what it keeps between requests.
 #[derive(Debug)]
-pub struct Registry {
-    pub routes: RegistryRoutes,
-    pub upstream: Upstream,
-    pub sessions: SessionSigner,
-    pub pulls: ReleaseRepositories,
+pub struct Proxy {
+    routes: RegistryRoutes,
+    registryd: DaemonClient,
+    sessions: SessionSigner,
+    pulls: ReleaseRepositories,
 }
 
-impl Registry {
-    /// The proxy of the embedded registry at `socket`, signing upload sessions with a key
-    /// derived from `signing_key`.
-    pub fn new(routes: RegistryRoutes, socket: PathBuf, signing_key: &[u8]) -> Registry {
-        Registry {
+impl Proxy {
+    /// The proxy of the embedded registry behind `registryd`, signing upload sessions with
+    /// a key derived from `signing_key`.
+    pub fn new(routes: RegistryRoutes, registryd: DaemonClient, signing_key: &[u8]) -> Proxy {
+        Proxy {
             routes,
-            upstream: Upstream::new(socket),
+            registryd,
             sessions: SessionSigner::new(signing_key),
             pulls: ReleaseRepositories::default(),
         }
     }
 
+    /// Where each platform's images go, for `GET /v1/build-config` and `/v1/platforms`.
+    pub fn routes(&self) -> &RegistryRoutes {
+        &self.routes
+    }
+
     /// A `Location` of registryd's as the client follows it: under the public `base`, and
     /// for an upload session signed (at `now`, Unix seconds) so that its `PUT` and `PATCH`
     /// need nothing else.
-    pub fn public_location(&self, location: &str, base: &str, now: u64) -> String {
+    fn public_location(&self, location: &str, base: &str, now: u64) -> String {
         let public = location::absolute(location, base);
         let Some(rest) = public.strip_prefix(base) else {
             return public;
@@ -64,20 +69,20 @@ impl Registry {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use plumbing::config::ArtifactRegistryConfig;
 
-    use super::path::Query;
+    use super::path::RawQuery;
     use super::*;
 
     #[test]
     fn locations_are_public_and_upload_sessions_signed() {
         const NOW: u64 = 1_800_000_000;
-        let registry = Registry::new(
+        let data = plumbing::DataDir::new(std::path::Path::new("/nonexistent"));
+        let registry = Proxy::new(
             RegistryRoutes::from_config(&ArtifactRegistryConfig::default()),
-            PathBuf::from("/nonexistent.sock"),
+            DaemonClient::new(plumbing::Daemon::Registryd, &data),
             &[1u8; 32],
         );
         let base = "https://mgr.test";
@@ -128,7 +133,7 @@ mod tests {
 
         // What is handed out verifies for its session, and only for it.
         let handed = registry.public_location(session, base, NOW);
-        let query = Query::parse(handed.split_once('?').map(|(_, q)| q));
+        let query = RawQuery::parse(handed.split_once('?').map(|(_, q)| q));
         assert_eq!(
             registry
                 .sessions

@@ -85,11 +85,11 @@ impl<'a> Endpoint<'a> {
 /// A query string as its `name=value` pairs, still encoded, so that the pairs the proxy
 /// does not touch are forwarded byte for byte.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Query<'a>(Vec<(&'a str, &'a str)>);
+pub struct RawQuery<'a>(Vec<(&'a str, &'a str)>);
 
-impl<'a> Query<'a> {
-    pub fn parse(query: Option<&'a str>) -> Query<'a> {
-        Query(
+impl<'a> RawQuery<'a> {
+    pub fn parse(query: Option<&'a str>) -> RawQuery<'a> {
+        RawQuery(
             query
                 .unwrap_or("")
                 .split('&')
@@ -127,19 +127,6 @@ impl<'a> Query<'a> {
             .collect();
         (!kept.is_empty()).then(|| kept.join("&"))
     }
-}
-
-/// `s` safe inside a query value: everything but unreserved characters escaped.
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -197,7 +184,7 @@ mod tests {
 
     #[test]
     fn queries_keep_what_they_do_not_touch() {
-        let q = Query::parse(Some(
+        let q = RawQuery::parse(Some(
             "digest=sha256%3Aab&_alien_v=1&_alien_repo=a%2Fb&from=x%2Fy&flag&&n=2",
         ));
         assert_eq!(q.get("digest").as_deref(), Some("sha256:ab"));
@@ -209,19 +196,11 @@ mod tests {
             Some("digest=sha256%3Aab&from=x%2Fy&flag&n=2")
         );
         assert_eq!(q.without(|_| true), None);
-        assert_eq!(Query::parse(None).without(|_| false), None);
-        assert_eq!(Query::parse(Some("v=%zz")).get("v"), None);
+        assert_eq!(RawQuery::parse(None).without(|_| false), None);
+        assert_eq!(RawQuery::parse(Some("v=%zz")).get("v"), None);
         assert_eq!(
-            Query::parse(Some("t=a+b%2Bc")).get("t").as_deref(),
+            RawQuery::parse(Some("t=a+b%2Bc")).get("t").as_deref(),
             Some("a+b+c")
-        );
-        assert_eq!(
-            percent_encode("artifacts/default-x_1.2~"),
-            "artifacts%2Fdefault-x_1.2~"
-        );
-        assert_eq!(
-            plumbing::percent::decode(&percent_encode("a/b c?&=")).as_deref(),
-            Some("a/b c?&=")
         );
     }
 }

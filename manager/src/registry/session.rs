@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::path::{Query, percent_encode};
+use super::path::RawQuery;
 
 /// How long a signed session URL works (the public manager's TTL).
 pub const TTL_SECS: u64 = 3600;
@@ -33,7 +33,7 @@ pub fn is_session_param(name: &str) -> bool {
 }
 
 /// Whether a request carries a session signature to be judged by.
-pub fn is_signed(query: &Query<'_>) -> bool {
+pub fn is_signed(query: &RawQuery<'_>) -> bool {
     query.has(V)
 }
 
@@ -99,7 +99,7 @@ impl SessionSigner {
         let sig = URL_SAFE_NO_PAD.encode(self.mac(path, repository, &exp).finalize().into_bytes());
         format!(
             "{V}={VERSION}&{REPO}={}&{EXP}={exp}&{SIG}={sig}",
-            percent_encode(repository)
+            plumbing::percent::encode(repository)
         )
     }
 
@@ -109,7 +109,7 @@ impl SessionSigner {
         &self,
         path: &str,
         repository: &str,
-        query: &Query<'_>,
+        query: &RawQuery<'_>,
         now: u64,
     ) -> Result<(), Invalid> {
         let (Some(version), Some(signed_repository), Some(exp), Some(sig)) = (
@@ -159,7 +159,7 @@ mod tests {
         query: &str,
         now: u64,
     ) -> Result<(), Invalid> {
-        signer.verify(path, repo, &Query::parse(Some(query)), now)
+        signer.verify(path, repo, &RawQuery::parse(Some(query)), now)
     }
 
     #[test]
@@ -241,7 +241,7 @@ mod tests {
     fn our_parameters_are_recognised() {
         assert!(is_session_param("_alien_v") && is_session_param("_alien_anything"));
         assert!(!is_session_param("digest") && !is_session_param("alien_v"));
-        assert!(is_signed(&Query::parse(Some("digest=x&_alien_v=1"))));
-        assert!(!is_signed(&Query::parse(Some("digest=x"))));
+        assert!(is_signed(&RawQuery::parse(Some("digest=x&_alien_v=1"))));
+        assert!(!is_signed(&RawQuery::parse(Some("digest=x"))));
     }
 }

@@ -9,7 +9,7 @@ use crate::Error;
 use crate::auth::Subject;
 use crate::authz::{Op, Target, authorize};
 use crate::extract::QueryPairs;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::wire::Platform;
 use crate::wire::build_config::{BuildConfigResponse, PlatformsResponse};
 
@@ -24,14 +24,18 @@ pub async fn build_config(
             let platform = Platform::parse(&name.to_ascii_lowercase()).ok_or_else(|| {
                 Error::plain(StatusCode::BAD_REQUEST, format!("Unknown platform: {name}"))
             })?;
-            state.registry.routes.repository(platform).ok_or_else(|| {
-                Error::plain(
-                    StatusCode::NOT_FOUND,
-                    format!("No artifact registry configured for platform '{platform}'"),
-                )
-            })?
+            state
+                .registry
+                .routes()
+                .repository(platform)
+                .ok_or_else(|| {
+                    Error::plain(
+                        StatusCode::NOT_FOUND,
+                        format!("No artifact registry configured for platform '{platform}'"),
+                    )
+                })?
         }
-        None => state.registry.routes.default_repository()?,
+        None => state.registry.routes().default_repository()?,
     };
     Ok(Json(BuildConfigResponse {
         repository_name: repository.to_owned(),
@@ -44,6 +48,6 @@ pub async fn platforms(
 ) -> Result<Json<PlatformsResponse>, Error> {
     authorize(&subject, Op::ListPlatforms, Target::Nothing)?;
     Ok(Json(PlatformsResponse {
-        platforms: state.registry.routes.cloud_platforms(),
+        platforms: state.registry.routes().cloud_platforms(),
     }))
 }

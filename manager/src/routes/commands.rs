@@ -2,27 +2,72 @@
 //! authenticated and authorized here, in the public manager's order (body, token, command or
 //! deployment 404, 403), and then forwarded to commandd with the facts it needs.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
+use plumbing::clock;
+use plumbing::percent::encode as segment;
 use protocol::commandd::{self, MAX_WAIT_SECONDS, OPERATOR_TARGET, Owner, Principal};
 use protocol::commands::signing;
 use protocol::commands::{
     BlobKind, CommandResponse, CreateCommandRequest, LeaseRequest, StorePayloadRequest,
     UploadCompleteRequest,
 };
+use serde::de::DeserializeOwned;
 
 use crate::Error;
 use crate::auth::{Caller, Subject};
 use crate::authz::{Op, Target, authorize};
-use crate::commands::{Failure, facts};
+use crate::daemons::{Call, DaemonError};
 use crate::extract::{JsonBody, PathParams, QueryPairs};
-use crate::routes::deployments::load;
-use crate::server::AppState;
+use crate::services::commands::facts;
+use crate::services::deployments::load;
+use crate::state::AppState;
 use crate::store::deployments::Deployment;
 
 type Answer = Result<Response, Failure>;
+
+/// A call that did not succeed: a failure of ours, or commandd's answer, which is passed on
+/// as it is (it is already the public error envelope).
+#[derive(Debug)]
+pub enum Failure {
+    Manager(Error),
+    Commandd(Response),
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Manager(error)
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(error: serde_json::Error) -> Failure {
+        Failure::Manager(error.into())
+    }
+}
+
+impl From<DaemonError> for Failure {
+    fn from(error: DaemonError) -> Failure {
+        Failure::Manager(error.into())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Manager(error) => error.into_response(),
+            Failure::Commandd(response) => response,
+        }
+    }
+}
+
+/// The largest answer of commandd's that is read rather than passed on: an owner.
+const ANSWER_LIMIT: usize = 64 * 1024;
 
 /// The largest body a storage URL takes (params and responses beyond the inline limit).
 const STORAGE_LIMIT: usize = 64 * 1024 * 1024;
@@ -66,35 +111,35 @@ async fn command_deployment(
     id: &str,
     op: Op,
 ) -> Result<(Owner, Deployment), Failure> {
-    let owner: Owner = state
-        .commands
-        .read(
-            state
-                .commands
-                .send(
-                    Method::GET,
-                    &format!("/commands/{}/owner", segment(id)),
-                    None,
-                )
-                .await?,
-        )
-        .await?;
-    let deployment = load(state, subject, owner.deployment_id.clone(), op).await?;
+    let owner: Owner = ask(state, Call::get(format!("/commands/{}/owner", segment(id)))).await?;
+    let deployment = load(&state.store, subject, owner.deployment_id.clone(), op).await?;
     Ok((owner, deployment))
 }
 
-/// A path segment as the client sent it, made safe to put back into a path.
-fn segment(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// Sends `call` to commandd and passes its answer on as it is.
+async fn forward(state: &AppState, call: Call) -> Answer {
+    let response = state.daemons.commandd.send(call).await?;
+    Ok(response.map(Body::new))
+}
+
+/// A long poll: commandd's answer to `waiting`, or, when the manager stops first, its answer
+/// to `now` (the same call without waiting).
+async fn forward_waiting(state: &AppState, waiting: Call, now: Call) -> Answer {
+    tokio::select! {
+        answer = forward(state, waiting) => answer,
+        () = state.shutdown.cancelled() => forward(state, now).await,
+    }
+}
+
+/// commandd's JSON answer of type `T`, or its error answer to pass on.
+async fn ask<T: DeserializeOwned>(state: &AppState, call: Call) -> Result<T, Failure> {
+    let commandd = &state.daemons.commandd;
+    let response = commandd.send(call).await?;
+    if response.status() != StatusCode::OK {
+        return Err(Failure::Commandd(response.map(Body::new)));
+    }
+    let bytes = commandd.read(response, ANSWER_LIMIT).await?;
+    Ok(serde_json::from_slice(&bytes).map_err(Error::from)?)
 }
 
 /// `POST /v1/commands`.
@@ -105,7 +150,7 @@ pub async fn create(
 ) -> Answer {
     let subject = caller.authenticate(&state.store).await?;
     let deployment = load(
-        &state,
+        &state.store,
         &subject,
         request.deployment_id.clone(),
         Op::DispatchCommand,
@@ -131,10 +176,7 @@ pub async fn create(
         deployment: facts(&state.store, &deployment).await?,
         request,
     };
-    Ok(state
-        .commands
-        .send_json(Method::POST, "/commands", &body)
-        .await?)
+    forward(&state, Call::post("/commands").json(&body)?).await
 }
 
 /// `GET /v1/commands/{id}`, with the `waitSeconds` extension.
@@ -147,19 +189,14 @@ pub async fn status(
     let wait = wait_seconds(&query)?;
     command_deployment(&state, &subject, &id, Op::ReadCommand).await?;
     let now = format!("/commands/{}", segment(&id));
-    let commands = &state.commands;
-    Ok(match wait {
-        None => commands.send(Method::GET, &now, None).await?,
+    match wait {
+        None => forward(&state, Call::get(now)).await,
         Some(seconds) => {
-            let waiting = format!("{now}?waitSeconds={seconds}");
-            commands
-                .send_waiting(
-                    commands.send(Method::GET, &waiting, None),
-                    commands.send(Method::GET, &now, None),
-                )
-                .await?
+            let waiting = Call::get(format!("{now}?waitSeconds={seconds}"))
+                .waiting(Duration::from_secs(seconds));
+            forward_waiting(&state, waiting, Call::get(now)).await
         }
-    })
+    }
 }
 
 /// `POST /v1/commands/{id}/upload-complete`.
@@ -177,7 +214,7 @@ pub async fn upload_complete(
         request,
     };
     let path = format!("/commands/{}/upload-complete", segment(&id));
-    Ok(state.commands.send_json(Method::POST, &path, &body).await?)
+    forward(&state, Call::post(path).json(&body)?).await
 }
 
 /// `PUT /v1/commands/{id}/response`: a bearer, or the signed `response_token` and `expires`
@@ -202,8 +239,8 @@ pub async fn submit(
         let expires: i64 = expires
             .parse()
             .map_err(|_| Error::BadRequest("expires must be a Unix time in seconds".into()))?;
-        let now = unix_now();
-        if !signing::verify_response_token(state.commands.key(), &id, token, expires, now) {
+        let now = clock::now_secs();
+        if !signing::verify_response_token(state.signing_key.as_bytes(), &id, token, expires, now) {
             return Err(Error::Unauthorized(BAD_RESPONSE_TOKEN).into());
         }
         Principal::ResponseToken
@@ -213,7 +250,7 @@ pub async fn submit(
         principal,
         response,
     };
-    Ok(state.commands.send_json(Method::PUT, &path, &body).await?)
+    forward(&state, Call::new(Method::PUT, path).json(&body)?).await
 }
 
 /// `GET /v1/commands/{id}/payload`: read access to the command's deployment; a payload
@@ -225,13 +262,16 @@ pub async fn payload(
 ) -> Answer {
     match command_deployment(&state, &subject, &id, Op::ReadCommand).await {
         Ok(_) => {}
-        Err(Failure::Sidecar(unknown)) if unknown.status() == 404 => {
+        Err(Failure::Commandd(unknown)) if unknown.status() == 404 => {
             authorize(&subject, Op::WriteCommandPayload, Target::Nothing)?;
         }
         Err(other) => return Err(other),
     }
-    let path = format!("/commands/{}/payload", segment(&id));
-    Ok(state.commands.send(Method::GET, &path, None).await?)
+    forward(
+        &state,
+        Call::get(format!("/commands/{}/payload", segment(&id))),
+    )
+    .await
 }
 
 /// `PUT /v1/commands/{id}/payload`: the admin only, and never for the operator's target.
@@ -243,25 +283,21 @@ pub async fn store_payload(
 ) -> Answer {
     let subject = caller.authenticate(&state.store).await?;
     authorize(&subject, Op::WriteCommandPayload, Target::Nothing)?;
-    let owner = state
-        .commands
-        .send(
-            Method::GET,
-            &format!("/commands/{}/owner", segment(&id)),
-            None,
-        )
-        .await?;
-    if owner.status() == 200 {
-        let owner: Owner = state.commands.read(owner).await?;
-        if owner.target.resource_id == OPERATOR_TARGET {
+    match ask::<Owner>(
+        &state,
+        Call::get(format!("/commands/{}/owner", segment(&id))),
+    )
+    .await
+    {
+        Ok(owner) if owner.target.resource_id == OPERATOR_TARGET => {
             return Err(Error::forbidden("Access denied").into());
         }
+        // A payload stored before its command exists is the admin's to make.
+        Ok(_) | Err(Failure::Commandd(_)) => {}
+        Err(failure) => return Err(failure),
     }
     let path = format!("/commands/{}/payload", segment(&id));
-    Ok(state
-        .commands
-        .send_json(Method::PUT, &path, &request)
-        .await?)
+    forward(&state, Call::new(Method::PUT, path).json(&request)?).await
 }
 
 /// `POST /v1/commands/leases`, with the `waitSeconds` extension (in the query or the body).
@@ -276,7 +312,7 @@ pub async fn acquire(
         crate::extract::parse(&serde_json::to_vec(&body).map_err(Error::from)?)?;
     let subject = caller.authenticate(&state.store).await?;
     load(
-        &state,
+        &state.store,
         &subject,
         request.deployment_id.clone(),
         Op::LeaseCommands,
@@ -297,27 +333,20 @@ pub async fn acquire(
         request: request.clone(),
         wait_seconds: wait,
     };
-    let commands = &state.commands;
-    Ok(match wait {
-        None => {
-            commands
-                .send_json(Method::POST, "/leases", &waiting)
-                .await?
-        }
-        Some(_) => {
+    match wait {
+        None => forward(&state, Call::post("/leases").json(&waiting)?).await,
+        Some(seconds) => {
             let now = commandd::Acquire {
                 principal,
                 request,
                 wait_seconds: None,
             };
-            commands
-                .send_waiting(
-                    commands.send_json(Method::POST, "/leases", &waiting),
-                    commands.send_json(Method::POST, "/leases", &now),
-                )
-                .await?
+            let waiting = Call::post("/leases")
+                .json(&waiting)?
+                .waiting(Duration::from_secs(seconds));
+            forward_waiting(&state, waiting, Call::post("/leases").json(&now)?).await
         }
-    })
+    }
 }
 
 /// `POST /v1/commands/leases/{leaseId}/release`: by whoever may act on the deployment that
@@ -327,22 +356,23 @@ pub async fn release(
     subject: Subject,
     PathParams(lease_id): PathParams<String>,
 ) -> Answer {
-    let owner: Owner = state
-        .commands
-        .read(
-            state
-                .commands
-                .send(
-                    Method::GET,
-                    &format!("/leases/{}/owner", segment(&lease_id)),
-                    None,
-                )
-                .await?,
-        )
-        .await?;
-    load(&state, &subject, owner.deployment_id, Op::LeaseCommands).await?;
-    let path = format!("/leases/{}/release", segment(&lease_id));
-    Ok(state.commands.send(Method::POST, &path, None).await?)
+    let owner: Owner = ask(
+        &state,
+        Call::get(format!("/leases/{}/owner", segment(&lease_id))),
+    )
+    .await?;
+    load(
+        &state.store,
+        &subject,
+        owner.deployment_id,
+        Op::LeaseCommands,
+    )
+    .await?;
+    forward(
+        &state,
+        Call::post(format!("/leases/{}/release", segment(&lease_id))),
+    )
+    .await
 }
 
 /// `GET`/`PUT /v1/commands/storage/{id}/{params|response}?expires=&signature=`: the local
@@ -362,18 +392,19 @@ pub async fn storage(
         .parse()
         .map_err(|_| Error::BadRequest("expires must be a Unix time in seconds".into()))?;
     if !signing::verify_storage_signature(
-        state.commands.key(),
+        state.signing_key.as_bytes(),
         method.as_str(),
         &id,
         kind,
         signature,
         expires,
-        unix_now(),
+        clock::now_secs(),
     ) {
         return Err(Error::Unauthorized(BAD_STORAGE_SIGNATURE).into());
     }
     let path = format!("/storage/{}/{}", segment(&id), kind.as_str());
-    let body = if method == Method::PUT {
+    let mut call = Call::new(method.clone(), path);
+    if method == Method::PUT {
         let bytes = Limited::new(request.into_body(), STORAGE_LIMIT)
             .collect()
             .await
@@ -381,15 +412,12 @@ pub async fn storage(
                 limit: STORAGE_LIMIT,
             })?
             .to_bytes();
-        Some(bytes)
-    } else {
-        None
-    };
-    Ok(state.commands.send_raw(method, &path, body).await?)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        call = call
+            .header(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/octet-stream"),
+            )
+            .bytes(bytes);
+    }
+    forward(&state, call).await
 }

@@ -8,7 +8,7 @@ use crate::auth::{Caller, Role, Subject};
 use crate::authz::{Op, Target, authorize, own_group};
 use crate::extract::{JsonBody, PathParams};
 use crate::ids;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::deployment_groups::{self, DeploymentGroup};
 use crate::store::tokens::{self, NewToken};
 use crate::token::{RawToken, TokenKind};

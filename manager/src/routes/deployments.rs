@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
@@ -16,18 +15,17 @@ use crate::extract::{JsonBody, PathParams, QueryPairs};
 use crate::ids;
 use crate::lifecycle::DeploymentStatus;
 use crate::lifecycle::creation::{check_resource_prefix, deployment_model};
-use crate::server::AppState;
+use crate::services::deployments::{insert_deployment_token, load, stored_settings};
+use crate::state::AppState;
 use crate::store::deployments::{self, Deployment, GroupFilter, NewDeployment};
-use crate::store::tokens::{self, NewToken};
 use crate::store::{deployment_groups, releases};
 use crate::token::{RawToken, TokenKind};
 use crate::wire::deployments::{
     CommandsInfo, CreateDeploymentRequest, CreateDeploymentResponse, DeleteAction,
     DeleteDeploymentRequest, DeleteDeploymentResponse, DeploymentGroupMinimal,
     DeploymentInfoResponse, DeploymentResponse, ListDeploymentsResponse, ResourceEntry,
-    StackSettings,
 };
-use crate::wire::{DeploymentModel, SYNTHETIC_PROJECT_ID, SYNTHETIC_WORKSPACE_ID, Success};
+use crate::wire::{SYNTHETIC_PROJECT_ID, SYNTHETIC_WORKSPACE_ID, Success};
 
 pub async fn create(
     State(state): State<AppState>,
@@ -128,48 +126,6 @@ pub async fn create(
     ))
 }
 
-/// Settings as stored: push, the default, is left out.
-pub fn stored_settings(
-    mut settings: StackSettings,
-    model: DeploymentModel,
-) -> Result<String, Error> {
-    settings.deployment_model = (model == DeploymentModel::Pull).then_some(model);
-    Ok(serde_json::to_string(&settings)?)
-}
-
-/// The model stored settings say: push unless they say pull.
-pub fn stored_model(settings: &serde_json::value::RawValue) -> DeploymentModel {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Model {
-        deployment_model: Option<DeploymentModel>,
-    }
-    serde_json::from_str::<Model>(settings.get())
-        .ok()
-        .and_then(|settings| settings.deployment_model)
-        .unwrap_or_default()
-}
-
-/// Stores the hash of a deployment's token, bound to the deployment and its group.
-pub fn insert_deployment_token(
-    conn: &Connection,
-    token_id: &str,
-    raw: &RawToken,
-    group_id: &str,
-    deployment_id: &str,
-) -> Result<(), Error> {
-    tokens::insert(
-        conn,
-        &NewToken {
-            id: token_id,
-            kind: TokenKind::Deployment,
-            raw,
-            deployment_group_id: Some(group_id),
-            deployment_id: Some(deployment_id),
-        },
-    )
-}
-
 /// `deploymentGroupId` is a group's id or, as the CLI sends for `group/name`, its name.
 pub async fn list(
     State(state): State<AppState>,
@@ -231,7 +187,7 @@ pub async fn get(
     subject: Subject,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<DeploymentResponse>, Error> {
-    let deployment = load(&state, &subject, id, Op::ReadDeployment).await?;
+    let deployment = load(&state.store, &subject, id, Op::ReadDeployment).await?;
     Ok(Json(response(deployment, false)))
 }
 
@@ -240,7 +196,7 @@ pub async fn info(
     subject: Subject,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<DeploymentInfoResponse>, Error> {
-    let deployment = load(&state, &subject, id, Op::ReadDeployment).await?;
+    let deployment = load(&state.store, &subject, id, Op::ReadDeployment).await?;
     let resources = match &deployment.stack_state {
         Some(stack_state) => resource_entries(&serde_json::from_str(stack_state.get())?),
         None => BTreeMap::new(),
@@ -264,7 +220,7 @@ pub async fn delete(
     JsonBody(request): JsonBody<DeleteDeploymentRequest>,
 ) -> Result<(StatusCode, Json<DeleteDeploymentResponse>), Error> {
     let subject = caller.authenticate(&state.store).await?;
-    let deployment = load(&state, &subject, id, Op::DeleteDeployment).await?;
+    let deployment = load(&state.store, &subject, id, Op::DeleteDeployment).await?;
     let action = request.action;
     let message = state
         .store
@@ -315,7 +271,7 @@ pub async fn retry(
     subject: Subject,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Success>, Error> {
-    let deployment = load(&state, &subject, id, Op::RetryDeployment).await?;
+    let deployment = load(&state.store, &subject, id, Op::RetryDeployment).await?;
     state
         .store
         .transaction(move |tx| {
@@ -340,7 +296,7 @@ pub async fn redeploy(
     subject: Subject,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Success>, Error> {
-    let deployment = load(&state, &subject, id, Op::Redeploy).await?;
+    let deployment = load(&state.store, &subject, id, Op::Redeploy).await?;
     state
         .store
         .transaction(move |tx| {
@@ -357,36 +313,6 @@ pub async fn redeploy(
         })
         .await?;
     Ok(Json(Success::new()))
-}
-
-/// The deployment `id`, if it exists (404) and `subject` may do `op` with it (403).
-pub async fn load(
-    state: &AppState,
-    subject: &Subject,
-    id: String,
-    op: Op,
-) -> Result<Deployment, Error> {
-    let subject = subject.clone();
-    state
-        .store
-        .read(move |conn| load_in(conn, &subject, &id, op))
-        .await
-}
-
-/// [`load`] inside a call that already holds a connection.
-pub fn load_in(
-    conn: &Connection,
-    subject: &Subject,
-    id: &str,
-    op: Op,
-) -> Result<Deployment, Error> {
-    let deployment = deployments::get(conn, id)?.ok_or_else(|| Error::deployment_not_found(id))?;
-    let target = Target::Deployment {
-        id: &deployment.id,
-        group_id: &deployment.deployment_group_id,
-    };
-    authorize(subject, op, target)?;
-    Ok(deployment)
 }
 
 fn response(deployment: Deployment, with_group: bool) -> DeploymentResponse {

@@ -2,21 +2,16 @@
 //! `/health`, since the manager cannot serve the API without them.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use plumbing::Daemon;
-use plumbing::uds::{self, UdsError};
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tracing::debug;
 
-use crate::server::AppState;
-
-/// Short enough for a load balancer's health check to get an answer in time.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::state::AppState;
 
 const READY: &str = "ready";
 
@@ -30,18 +25,17 @@ pub struct Health {
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let mut probes = JoinSet::new();
-    for daemon in Daemon::SIDECARS {
-        let socket = state.data.socket(daemon);
+    for client in Daemon::SIDECARS
+        .into_iter()
+        .filter_map(|daemon| state.daemons.get(daemon))
+    {
+        let client = client.clone();
         probes.spawn(async move {
-            let answer = match uds::get(&socket, "/health", PROBE_TIMEOUT).await {
-                Ok((StatusCode::OK, _)) => Ok(()),
-                Ok((status, _)) => Err(format!("HTTP {}", status.as_u16())),
-                Err(error) => {
-                    debug!(%daemon, %error, "health probe failed");
-                    Err(reason(&error))
-                }
-            };
-            (daemon, answer)
+            let answer = client.probe().await;
+            if let Err(reason) = &answer {
+                debug!(daemon = %client.daemon(), %reason, "health probe failed");
+            }
+            (client.daemon(), answer)
         });
     }
     // A probe task that died leaves its daemon's entry at this.
@@ -75,14 +69,4 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             daemons: Some(daemons),
         }),
     )
-}
-
-/// Why a probe failed, without the socket's path: this endpoint needs no token.
-fn reason(error: &UdsError) -> String {
-    match error {
-        UdsError::Connect { source, .. } => source.to_string(),
-        UdsError::Http { source, .. } => source.to_string(),
-        UdsError::Timeout { timeout, .. } => format!("no answer within {timeout:?}"),
-        _ => "probe failed".to_owned(),
-    }
 }

@@ -9,7 +9,7 @@ use crate::Error;
 use crate::auth::{Caller, Subject};
 use crate::authz::{Op, Target, authorize};
 use crate::extract::{JsonBody, PathParams};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{deployments, releases};
 use crate::wire::releases::{
     CreateReleaseRequest, Empty, GitMetadata, ListReleasesResponse, ReleaseResponse,

@@ -13,8 +13,8 @@ use crate::authz::{Op, Target, authorize};
 use crate::extract::JsonBody;
 use crate::lifecycle::lease::{StatusFilter, valid_acquire_mode};
 use crate::lifecycle::reconcile::{self, Recorded};
-use crate::routes::deployments::load_in;
-use crate::server::AppState;
+use crate::services::deployments::load_in;
+use crate::state::AppState;
 use crate::store::deployments::{self, AcquireQuery, Deployment};
 use crate::store::releases;
 use crate::wire::sync::{

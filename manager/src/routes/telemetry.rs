@@ -8,45 +8,29 @@
 //! take it (queue full, not running), the sender gets 503 with `Retry-After`, never a 500
 //! and never an acceptance.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, HOST, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use plumbing::Daemon;
 use plumbing::envelope::ErrorEnvelope;
-use plumbing::uds;
 use protocol::otelfwd::{self, Origin, Signal, Status};
 use serde_json::{Value, json};
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::Error;
 use crate::auth::{Caller, Scope, Subject};
 use crate::authz::{Op, Target, authorize};
-use crate::server::AppState;
+use crate::daemons::{Call, DaemonError};
+use crate::error::DAEMON_RETRY_AFTER_SECS;
+use crate::state::AppState;
 use crate::store::deployments;
 
-/// How long otelfwd may take to queue a request: long enough for a busy disk's fsync.
-const OTELFWD_TIMEOUT: Duration = Duration::from_secs(15);
-/// What a sender is told to wait when otelfwd cannot be reached.
-const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
-
-/// The telemetry settings the manager applies itself.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-}
-
-impl Limits {
-    pub fn from_config(config: &plumbing::config::TelemetryConfig) -> Limits {
-        Limits {
-            max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
-        }
-    }
-}
+/// The largest answer of otelfwd's that is read: an acceptance, an error envelope, or its
+/// counters.
+const ANSWER_LIMIT: usize = 64 * 1024;
 
 pub async fn logs(
     state: State<AppState>,
@@ -83,7 +67,7 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, Error> {
-    let limit = state.telemetry.max_body_bytes;
+    let limit = state.telemetry_max_body_bytes;
     let bytes = Limited::new(body, limit)
         .collect()
         .await
@@ -97,63 +81,22 @@ async fn ingest(
         .to_bytes();
     let subject = caller.authenticate(&state.store).await?;
     let origin = origin(&state, &subject).await?;
-    let request = forwarded(signal, &origin, &headers, bytes).map_err(|reason| {
-        error!(%signal, %reason, "cannot build the request to otelfwd");
-        unavailable("The telemetry forwarder cannot be reached")
+    let query = serde_urlencoded::to_string(&origin).map_err(|e| DaemonError::Target {
+        daemon: Daemon::Otelfwd,
+        target: format!("the origin {origin:?}: {e}"),
     })?;
-    let socket = state.data.socket(Daemon::Otelfwd);
-    let exchange = async {
-        let response = uds::send(&socket, request).await?;
-        let status = response.status();
-        let retry_after = response.headers().get(RETRY_AFTER).cloned();
-        let body = Limited::new(response.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Ok::<_, uds::UdsError>((status, retry_after, body))
-    };
-    let (status, retry_after, body) = match tokio::time::timeout(OTELFWD_TIMEOUT, exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            warn!(%signal, error = %e, "otelfwd unreachable; telemetry refused with 503");
-            return Err(unavailable("The telemetry forwarder is not running"));
-        }
-        Err(_) => {
-            warn!(%signal, timeout = ?OTELFWD_TIMEOUT, "otelfwd did not answer; telemetry refused with 503");
-            return Err(unavailable(
-                "The telemetry forwarder did not answer in time",
-            ));
-        }
-    };
+    let call = Call::post(format!("{}?{query}", otelfwd::ingest_path(signal)))
+        .headers_from(&headers, &[CONTENT_TYPE, CONTENT_ENCODING])
+        .bytes(bytes);
+    let otelfwd = &state.daemons.otelfwd;
+    let response = otelfwd.send(call).await?;
+    let status = response.status();
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
+    let body = otelfwd.read(response, ANSWER_LIMIT).await?;
     if status == StatusCode::OK {
         return Ok(Json(json!({ "accepted": true })));
     }
     Err(refusal(status, retry_after.as_ref(), &body))
-}
-
-/// The request to otelfwd: the sender's body and encoding headers, and the origin in the
-/// query string (`protocol::otelfwd`).
-fn forwarded(
-    signal: Signal,
-    origin: &Origin,
-    headers: &HeaderMap,
-    bytes: axum::body::Bytes,
-) -> Result<Request<Body>, String> {
-    let query = serde_urlencoded::to_string(origin).map_err(|e| e.to_string())?;
-    let mut request = Request::new(Body::from(bytes));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = format!("{}?{query}", otelfwd::ingest_path(signal))
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
-    let forwarded = request.headers_mut();
-    forwarded.insert(HOST, HeaderValue::from_static("localhost"));
-    for name in [CONTENT_TYPE, CONTENT_ENCODING] {
-        if let Some(value) = headers.get(&name) {
-            forwarded.insert(name, value.clone());
-        }
-    }
-    Ok(request)
 }
 
 /// The deployment a token stands for, and where it is: its group and current release.
@@ -199,7 +142,7 @@ fn refusal(status: StatusCode, retry_after: Option<&HeaderValue>, body: &[u8]) -
             retry_after_secs: retry_after
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(UNAVAILABLE_RETRY_AFTER_SECS),
+                .unwrap_or(DAEMON_RETRY_AFTER_SECS),
         },
         (status, _) => {
             error!(%status, body = %String::from_utf8_lossy(body), "otelfwd failed to queue telemetry");
@@ -211,7 +154,7 @@ fn refusal(status: StatusCode, retry_after: Option<&HeaderValue>, body: &[u8]) -
 fn unavailable(reason: &str) -> Error {
     Error::ServiceUnavailable {
         reason: reason.to_owned(),
-        retry_after_secs: UNAVAILABLE_RETRY_AFTER_SECS,
+        retry_after_secs: DAEMON_RETRY_AFTER_SECS,
     }
 }
 
@@ -221,24 +164,20 @@ pub async fn status(
     subject: Subject,
 ) -> Result<Json<Status>, Error> {
     authorize(&subject, Op::ReadTelemetryStatus, Target::Nothing)?;
-    let socket = state.data.socket(Daemon::Otelfwd);
-    let answer = uds::get(&socket, otelfwd::STATUS_PATH, OTELFWD_TIMEOUT).await;
-    match answer {
-        Ok((StatusCode::OK, body)) => serde_json::from_slice(&body).map(Json).map_err(|e| {
-            error!(error = %e, "otelfwd's status is not what the manager expects");
-            unavailable("The telemetry forwarder's status cannot be read")
-        }),
-        Ok((status, _)) => {
-            error!(%status, "otelfwd's status failed");
-            Err(unavailable(
-                "The telemetry forwarder's status cannot be read",
-            ))
-        }
-        Err(e) => {
-            warn!(error = %e, "otelfwd unreachable for its status");
-            Err(unavailable("The telemetry forwarder is not running"))
-        }
+    let otelfwd = &state.daemons.otelfwd;
+    let response = otelfwd.send(Call::get(otelfwd::STATUS_PATH)).await?;
+    let status = response.status();
+    let body = otelfwd.read(response, ANSWER_LIMIT).await?;
+    if status != StatusCode::OK {
+        error!(%status, "otelfwd's status failed");
+        return Err(unavailable(
+            "The telemetry forwarder's status cannot be read",
+        ));
     }
+    serde_json::from_slice(&body).map(Json).map_err(|e| {
+        error!(error = %e, "otelfwd's status is not what the manager expects");
+        unavailable("The telemetry forwarder's status cannot be read")
+    })
 }
 
 #[cfg(test)]

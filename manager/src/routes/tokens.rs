@@ -8,7 +8,7 @@ use crate::Error;
 use crate::auth::Subject;
 use crate::authz::{Op, Target, authorize};
 use crate::extract::PathParams;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::tokens;
 use crate::wire::tokens::{ListTokensResponse, TokenItem};
 

@@ -12,8 +12,8 @@ use crate::auth::{Caller, Subject};
 use crate::authz::{Op, Target, authorize};
 use crate::extract::{JsonBody, PathParams};
 use crate::lifecycle::creation::check_resource_prefix;
-use crate::routes::deployments::load;
-use crate::server::AppState;
+use crate::services::deployments::load;
+use crate::state::AppState;
 use crate::store::releases;
 use crate::wire::unsupported::{
     MintCredentialsRequest, ResolveBindingRequest, StackImportRequest, VaultSecretRequest,
@@ -71,7 +71,7 @@ pub async fn mint_credentials(
 ) -> Result<Json<Value>, Error> {
     let subject = caller.authenticate(&state.store).await?;
     let deployment = load(
-        &state,
+        &state.store,
         &subject,
         request.deployment_id,
         Op::UseDeploymentCredentials,
@@ -126,7 +126,7 @@ pub async fn resolve_binding(
 ) -> Result<Json<Value>, Error> {
     let subject = caller.authenticate(&state.store).await?;
     let deployment = load(
-        &state,
+        &state.store,
         &subject,
         request.deployment_id,
         Op::UseDeploymentCredentials,
@@ -165,7 +165,7 @@ async fn vault_secret(
     vault: &str,
     op: Op,
 ) -> Result<Json<Value>, Error> {
-    let deployment = load(state, subject, id, op).await?;
+    let deployment = load(&state.store, subject, id, op).await?;
     // The built-in `secrets` vault needs no grant; any other one the release must grant to
     // the management identity.
     if vault != "secrets" {

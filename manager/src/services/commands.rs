@@ -1,175 +1,17 @@
-//! The manager's side of the commands protocol: the facts commandd needs about a deployment,
-//! read from our records, and the forwarding of an authorized request over commandd's
-//! socket. What crosses it is defined once, in `protocol::commandd`.
+//! The facts commandd needs about a deployment, read from our records: commandd never reads
+//! the manager's database, so each forwarded request carries them (`protocol::commandd`).
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use axum::body::{Body, Bytes};
-use axum::http::{Method, Request, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use plumbing::config::Secret;
-use plumbing::uds::{self, UdsError};
 use protocol::commandd::{DeploymentFacts, WorkerFacts};
 use protocol::commands::{CommandTarget, DeliveryMode, TargetType};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::routes::deployments::stored_model;
+use crate::services::deployments::stored_model;
 use crate::store::deployments::Deployment;
 use crate::store::{Store, deployments, releases};
 use crate::wire::DeploymentModel;
-
-/// How long a request waits for commandd to come back (a restart after a crash takes a
-/// fraction of a second) before failing. Nothing has reached commandd while it cannot be
-/// connected to, so trying again is safe.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
-
-/// commandd's socket, and the key the manager checks signed command URLs with.
-#[derive(Debug, Clone)]
-pub struct Forwarder {
-    socket: PathBuf,
-    key: [u8; 32],
-    shutdown: CancellationToken,
-}
-
-/// A call that did not succeed: a failure of ours, or commandd's answer, which is passed on
-/// as it is (it is already the public error envelope).
-#[derive(Debug)]
-pub enum Failure {
-    Manager(Error),
-    Sidecar(Response),
-}
-
-impl From<Error> for Failure {
-    fn from(error: Error) -> Failure {
-        Failure::Manager(error)
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        match self {
-            Failure::Manager(error) => error.into_response(),
-            Failure::Sidecar(response) => response,
-        }
-    }
-}
-
-impl Forwarder {
-    pub fn new(socket: PathBuf, key: &[u8; 32], shutdown: CancellationToken) -> Forwarder {
-        Forwarder {
-            socket,
-            key: *key,
-            shutdown,
-        }
-    }
-
-    pub fn key(&self) -> &[u8; 32] {
-        &self.key
-    }
-
-    /// Sends one request without a body, or with a JSON one, to commandd and hands back its
-    /// answer as it is.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<Response, Error> {
-        self.exchange(method, path, body, "application/json").await
-    }
-
-    /// [`Forwarder::send`] of bytes as they are (a storage body).
-    pub async fn send_raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<Response, Error> {
-        self.exchange(method, path, body, "application/octet-stream")
-            .await
-    }
-
-    async fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-        content_type: &'static str,
-    ) -> Result<Response, Error> {
-        let mut waited = Duration::ZERO;
-        loop {
-            let mut request = Request::new(body.clone().map_or_else(Body::empty, Body::from));
-            *request.method_mut() = method.clone();
-            *request.uri_mut() = path
-                .parse()
-                .map_err(|e| Error::BadRequest(format!("Invalid path: {e}")))?;
-            let headers = request.headers_mut();
-            headers.insert(header::HOST, header::HeaderValue::from_static("commandd"));
-            if body.is_some() {
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static(content_type),
-                );
-            }
-            match uds::send(&self.socket, request).await {
-                Ok(response) => {
-                    let (parts, incoming) = response.into_parts();
-                    return Ok(Response::from_parts(parts, Body::new(incoming)));
-                }
-                Err(UdsError::Connect { .. }) if waited < CONNECT_PATIENCE => {
-                    let pause = Duration::from_millis(50);
-                    tokio::time::sleep(pause).await;
-                    waited += pause;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// [`Forwarder::send`] of a JSON body.
-    pub async fn send_json(
-        &self,
-        method: Method,
-        path: &str,
-        body: &impl serde::Serialize,
-    ) -> Result<Response, Error> {
-        let bytes = serde_json::to_vec(body)?;
-        self.send(method, path, Some(Bytes::from(bytes))).await
-    }
-
-    /// A long poll: answered by commandd when it has something, or, when the manager stops
-    /// first, by `now` (the same call without waiting).
-    pub async fn send_waiting(
-        &self,
-        waiting: impl Future<Output = Result<Response, Error>>,
-        now: impl Future<Output = Result<Response, Error>>,
-    ) -> Result<Response, Error> {
-        tokio::select! {
-            answer = waiting => answer,
-            () = self.shutdown.cancelled() => now.await,
-        }
-    }
-
-    /// commandd's JSON answer of type `T`, or its error answer to pass on.
-    pub async fn read<T: DeserializeOwned>(&self, response: Response) -> Result<T, Failure> {
-        if response.status() != StatusCode::OK {
-            return Err(Failure::Sidecar(response));
-        }
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::Write(format!("reading commandd's answer: {e}")))?
-            .to_bytes();
-        Ok(serde_json::from_slice(&bytes).map_err(Error::from)?)
-    }
-}
 
 /// What commandd needs to know of `deployment` (see `protocol::commandd::DeploymentFacts`).
 pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentFacts, Error> {
