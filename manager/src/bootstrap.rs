@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use crate::store::Store;
 use crate::store::tokens::{self, NewToken};
 use crate::token::{RawToken, TokenKind};
-use crate::{Error, ids};
+use crate::{StartError, ids};
 
 /// Where the public `alien-manager` binary keeps its admin token, relative to the data
 /// directory. We import it once and then delete it: a raw token should not sit on disk.
@@ -23,7 +23,7 @@ pub async fn admin_token<W>(
     data_dir: &Path,
     base_url: String,
     out: W,
-) -> Result<Option<RawToken>, Error>
+) -> Result<Option<RawToken>, StartError>
 where
     W: Write + Send + 'static,
 {
@@ -38,7 +38,7 @@ fn bootstrap(
     legacy: &Path,
     base_url: &str,
     mut out: impl Write,
-) -> Result<Option<RawToken>, Error> {
+) -> Result<Option<RawToken>, StartError> {
     // IMMEDIATE: looking for an admin and inserting one is a single step.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(prefix) = tokens::first_admin_prefix(&tx)? {
@@ -73,7 +73,7 @@ fn bootstrap(
     )?;
     // Printed before the commit: if nobody can see the token, it must not become the one
     // admin token, which could then never be recovered.
-    announce(&mut out, &headline, base_url, &token).map_err(Error::AnnounceToken)?;
+    announce(&mut out, &headline, base_url, &token).map_err(StartError::AnnounceToken)?;
     tx.commit()?;
     info!(
         "Admin token {}… stored; it was printed on stdout and will not be shown again",
@@ -95,8 +95,8 @@ fn announce(
     out.flush()
 }
 
-fn read_legacy(path: &Path) -> Result<Option<RawToken>, Error> {
-    let failed = |source| Error::LegacyAdminToken {
+fn read_legacy(path: &Path) -> Result<Option<RawToken>, StartError> {
+    let failed = |source| StartError::LegacyAdminToken {
         path: PathBuf::from(path),
         source,
     };
@@ -266,7 +266,10 @@ mod tests {
         let error = admin_token(&store, dir.path(), URL.into(), Captured::default())
             .await
             .expect_err("refused");
-        assert!(matches!(error, Error::LegacyAdminToken { .. }), "{error:?}");
+        assert!(
+            matches!(error, StartError::LegacyAdminToken { .. }),
+            "{error:?}"
+        );
         assert!(stored_tokens(&store).await.is_empty());
     }
 
@@ -287,7 +290,7 @@ mod tests {
         let error = admin_token(&store, dir.path(), URL.into(), Closed)
             .await
             .expect_err("refused");
-        assert!(matches!(error, Error::AnnounceToken(_)), "{error:?}");
+        assert!(matches!(error, StartError::AnnounceToken(_)), "{error:?}");
         assert!(stored_tokens(&store).await.is_empty(), "rolled back");
     }
 }

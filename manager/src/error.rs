@@ -1,8 +1,7 @@
-//! The manager's one error type, and the one place it becomes a wire response.
+//! What a request can fail with, and the one place it becomes a wire response. Why the
+//! manager could not start is [`crate::StartError`].
 
 use std::borrow::Cow;
-use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -122,12 +121,6 @@ pub enum Error {
     #[error("{message}")]
     PlainText { status: StatusCode, message: String },
 
-    #[error(transparent)]
-    Socket(#[from] plumbing::uds::UdsError),
-
-    #[error(transparent)]
-    Lock(#[from] plumbing::lock::LockError),
-
     #[error("cannot open database {}: {source}", path.display())]
     OpenDatabase {
         path: PathBuf,
@@ -145,9 +138,6 @@ pub enum Error {
 
     #[error("the database's reading connections are closed")]
     ReadersClosed,
-
-    #[error("cannot start the database writer: {0}")]
-    WriterThread(io::Error),
 
     #[error("the database write was abandoned: it panicked, or the writer stopped")]
     WriteAbandoned,
@@ -174,41 +164,11 @@ pub enum Error {
         platform: String,
     },
 
-    #[error("signing key {}: {source}", path.display())]
-    SigningKey { path: PathBuf, source: io::Error },
-
-    #[error(
-        "signing key {} holds {len} bytes instead of {expected}; restore it from a backup, or delete it to have a new one generated (outstanding signed URLs then stop working)",
-        path.display()
-    )]
-    SigningKeyLength {
-        path: PathBuf,
-        len: u64,
-        expected: usize,
-    },
-
     #[error("token {id} has type {kind:?}, which this manager does not know")]
     UnknownTokenType { id: String, kind: String },
 
     #[error("random number generator: {0}")]
     Random(getrandom::Error),
-
-    #[error("legacy admin token file {}: {source}", path.display())]
-    LegacyAdminToken { path: PathBuf, source: io::Error },
-
-    #[error("cannot print the admin token on stdout: {0}")]
-    AnnounceToken(io::Error),
-
-    #[error(
-        "cannot listen on {addr}: the port is in use by another process (choose another with [server] port or PORT)"
-    )]
-    PortInUse { addr: SocketAddr },
-
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: io::Error },
-
-    #[error("serving HTTP: {0}")]
-    Serve(io::Error),
 
     #[error("registryd answered {status}: {body}")]
     RegistryFailed { status: StatusCode, body: String },

@@ -19,6 +19,7 @@ mod server;
 mod services;
 mod signing_key;
 mod stack;
+mod start_error;
 mod state;
 mod store;
 mod token;
@@ -29,6 +30,7 @@ use plumbing::{Config, Daemon, DaemonContext};
 use tracing::warn;
 
 pub use error::Error;
+pub use start_error::StartError;
 
 /// The one workspace and the one project of a standalone manager (spec §0).
 const DEFAULT_WORKSPACE: &str = "default";
@@ -36,7 +38,10 @@ const DEFAULT_PROJECT: &str = "default";
 
 /// Runs the manager until `ctx.shutdown` is cancelled. `listener` is a socket the supervisor
 /// bound for us; without one the manager binds `[server] host`/`port` itself.
-pub async fn run(ctx: DaemonContext, listener: Option<std::net::TcpListener>) -> Result<(), Error> {
+pub async fn run(
+    ctx: DaemonContext,
+    listener: Option<std::net::TcpListener>,
+) -> Result<(), StartError> {
     warn_inactive_config(&ctx.config);
     plumbing::uds::ensure_run_dir(&ctx.data)?;
     let _lock = LockFile::acquire(&ctx.data.daemon_lock(Daemon::Manager))?;

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::Error;
+use crate::StartError;
 use crate::extract::BODY_LIMIT;
 use crate::routes::{
     build_config, commands, deployment_groups, deployments, health, initialize, registry, releases,
@@ -110,16 +110,16 @@ pub fn router(state: AppState) -> Router {
 pub async fn listen(
     config: &ServerConfig,
     inherited: Option<std::net::TcpListener>,
-) -> Result<TcpListener, Error> {
+) -> Result<TcpListener, StartError> {
     if let Some(listener) = inherited {
-        let failed = |source| Error::Listen {
+        let failed = |source| StartError::Listen {
             addr: "the socket handed over by the supervisor".into(),
             source,
         };
         listener.set_nonblocking(true).map_err(failed)?;
         return TcpListener::from_std(listener).map_err(failed);
     }
-    let ip: IpAddr = config.host.parse().map_err(|_| Error::Listen {
+    let ip: IpAddr = config.host.parse().map_err(|_| StartError::Listen {
         addr: config.host.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP address"),
     })?;
@@ -127,8 +127,8 @@ pub async fn listen(
     TcpListener::bind(addr)
         .await
         .map_err(|source| match source.kind() {
-            std::io::ErrorKind::AddrInUse => Error::PortInUse { addr },
-            _ => Error::Listen {
+            std::io::ErrorKind::AddrInUse => StartError::PortInUse { addr },
+            _ => StartError::Listen {
                 addr: addr.to_string(),
                 source,
             },
@@ -140,8 +140,8 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    let addr = listener.local_addr().map_err(Error::Serve)?;
+) -> Result<(), StartError> {
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
     info!("Alien Manager running on http://{addr}");
     notify::ready();
     // Without TCP_NODELAY a response's last small segment waits for the client's delayed ACK
@@ -157,5 +157,5 @@ pub async fn serve(
             notify::stopping();
         })
         .await
-        .map_err(Error::Serve)
+        .map_err(StartError::Serve)
 }

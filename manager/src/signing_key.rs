@@ -13,7 +13,7 @@ use std::sync::Arc;
 use protocol::commands::signing::KEY_FILE as FILE;
 use tracing::{info, warn};
 
-use crate::Error;
+use crate::StartError;
 
 const LEN: usize = 32;
 
@@ -29,9 +29,9 @@ impl fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// The key in `data_dir`, made there first if there is none.
-    pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, Error> {
+    pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, StartError> {
         let path = data_dir.join(FILE);
-        let failed = |source| Error::SigningKey {
+        let failed = |source| StartError::SigningKey {
             path: path.clone(),
             source,
         };
@@ -39,7 +39,7 @@ impl SigningKey {
             Ok(file) => read(file, &path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut key = [0u8; LEN];
-                getrandom::fill(&mut key).map_err(Error::Random)?;
+                getrandom::fill(&mut key).map_err(StartError::Random)?;
                 write(data_dir, &path, &key).map_err(failed)?;
                 info!(path = %path.display(), "generated the signing key for command and upload URLs");
                 Ok(SigningKey(Arc::new(key)))
@@ -53,14 +53,14 @@ impl SigningKey {
     }
 }
 
-fn read(mut file: File, path: &Path) -> Result<SigningKey, Error> {
-    let failed = |source| Error::SigningKey {
+fn read(mut file: File, path: &Path) -> Result<SigningKey, StartError> {
+    let failed = |source| StartError::SigningKey {
         path: path.to_path_buf(),
         source,
     };
     let metadata = file.metadata().map_err(failed)?;
     if metadata.len() != LEN as u64 {
-        return Err(Error::SigningKeyLength {
+        return Err(StartError::SigningKeyLength {
             path: path.to_path_buf(),
             len: metadata.len(),
             expected: LEN,
@@ -143,7 +143,7 @@ mod tests {
         fs::write(&path, b"short").expect("write");
         let error = SigningKey::load_or_create(dir.path()).expect_err("refused");
         assert!(
-            matches!(error, Error::SigningKeyLength { len: 5, .. }),
+            matches!(error, StartError::SigningKeyLength { len: 5, .. }),
             "{error:?}"
         );
         assert_eq!(fs::read(&path).expect("read"), b"short");

@@ -160,7 +160,7 @@ async fn the_manager_serves_its_routes_and_stops_when_told() {
     assert_eq!(body["scope"], json!({"type": "workspace"}));
 
     let second = run(ctx.clone(), None).await;
-    assert!(matches!(second, Err(Error::Lock(_))), "{second:?}");
+    assert!(matches!(second, Err(StartError::Lock(_))), "{second:?}");
 
     ctx.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), manager)
@@ -299,5 +299,5 @@ async fn a_port_in_use_is_named() {
         ..Default::default()
     };
     let error = server::listen(&config, None).await.expect_err("in use");
-    assert!(matches!(error, Error::PortInUse { .. }), "{error:?}");
+    assert!(matches!(error, StartError::PortInUse { .. }), "{error:?}");
 }

@@ -19,8 +19,8 @@ use crate::store::deployments::{self, AcquireQuery, Deployment};
 use crate::store::releases;
 use crate::wire::sync::{
     AcquireRequest, AcquireResponse, AcquiredDeployment, AgentSyncRequest, AgentSyncResponse,
-    DeploymentConfig, DeploymentRecord, DeploymentState, EnvironmentSnapshot, LeaseRequest,
-    ReconcileRequest, ReconcileResponse, ReleaseInfo, SyncTarget, TargetRelease,
+    DeploymentConfig, DeploymentRecord, DeploymentState, EnvironmentSnapshot, ReconcileRequest,
+    ReconcileResponse, ReleaseInfo, SyncSessionRequest, SyncTarget, TargetRelease,
 };
 use crate::wire::{Platform, Success, zulu};
 
@@ -147,7 +147,7 @@ pub async fn reconcile(
 pub async fn renew(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(request): JsonBody<LeaseRequest>,
+    JsonBody(request): JsonBody<SyncSessionRequest>,
 ) -> Result<Json<Success>, Error> {
     let subject = caller.authenticate(&state.store).await?;
     state
@@ -170,7 +170,7 @@ pub async fn renew(
 pub async fn release(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(request): JsonBody<LeaseRequest>,
+    JsonBody(request): JsonBody<SyncSessionRequest>,
 ) -> Result<Json<Success>, Error> {
     let subject = caller.authenticate(&state.store).await?;
     state

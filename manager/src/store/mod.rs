@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tracing::info;
 
-use crate::Error;
+use crate::{Error, StartError};
 use writer::Writer;
 
 /// Prepared statements kept per connection: every query the API runs fits.
@@ -83,7 +83,7 @@ struct Readers {
 
 impl Store {
     /// Opens (creating it and its directory if needed) and migrates the database at `path`.
-    pub async fn open(path: PathBuf) -> Result<Store, Error> {
+    pub async fn open(path: PathBuf) -> Result<Store, StartError> {
         let (writer, readers, path) = tokio::task::spawn_blocking(move || {
             let writer = open_writer(&path)?;
             let count = std::thread::available_parallelism()
@@ -106,11 +106,12 @@ impl Store {
     }
 
     /// Runs `f` with the writing connection to itself, for work that manages its own
-    /// transactions.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, Error>
+    /// transactions (and may fail in ways of its own, `E`).
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<Error> + Send + 'static,
     {
         self.writer.write(f).await
     }
@@ -225,7 +226,7 @@ mod tests {
         let (journal, synchronous, foreign_keys, busy): (String, i64, i64, i64) = store
             .write(|conn| {
                 let get = |name| conn.pragma_query_value(None, name, |row| row.get::<_, i64>(0));
-                Ok((
+                Ok::<_, Error>((
                     conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?,
                     get("synchronous")?,
                     get("foreign_keys")?,

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
-use crate::Error;
+use crate::{Error, StartError};
 
 /// Transactions that may share one commit. More wait for the next one, so that a long queue
 /// cannot hold the first caller's answer back without bound.
@@ -39,20 +39,22 @@ pub struct Writer {
 
 impl Writer {
     /// Moves `conn` to a writer thread, which stops when the last `Writer` is dropped.
-    pub fn start(conn: Connection) -> Result<Writer, Error> {
+    pub fn start(conn: Connection) -> Result<Writer, StartError> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("database-writer".into())
             .spawn(move || run(conn, queue))
-            .map_err(Error::WriterThread)?;
+            .map_err(StartError::WriterThread)?;
         Ok(Writer { jobs })
     }
 
-    /// Runs `f` with the connection to itself, for work that manages its own transactions.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, Error>
+    /// Runs `f` with the connection to itself, for work that manages its own transactions
+    /// (and may fail in ways of its own, `E`).
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<Error> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Alone(Box::new(move |conn| {
@@ -204,7 +206,9 @@ mod tests {
 
     async fn count(writer: &Writer) -> i64 {
         writer
-            .write(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0))?))
+            .write(|conn| {
+                Ok::<_, Error>(conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0))?)
+            })
             .await
             .expect("count")
     }
@@ -242,7 +246,7 @@ mod tests {
             .write(|conn| {
                 let mut stmt = conn.prepare("SELECT n FROM t WHERE n % 10 IN (3, 7)")?;
                 let rows = stmt.query_map([], |row| row.get(0))?;
-                Ok(rows.collect::<Result<_, _>>()?)
+                Ok::<_, Error>(rows.collect::<Result<_, _>>()?)
             })
             .await
             .expect("query");
@@ -260,7 +264,7 @@ mod tests {
                      CREATE TABLE parent (id INTEGER PRIMARY KEY);
                      CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);",
                 )?;
-                Ok(())
+                Ok::<_, Error>(())
             })
             .await
             .expect("schema");

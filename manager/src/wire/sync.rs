@@ -146,7 +146,7 @@ pub struct ReconcileResponse {
 /// The body of `renew` and `release`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LeaseRequest {
+pub struct SyncSessionRequest {
     pub deployment_id: String,
     pub session: String,
 }
