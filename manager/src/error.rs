@@ -208,6 +208,18 @@ impl Error {
         }
     }
 
+    /// How long a client should wait before sending the request again, for the answers
+    /// that say so (a `503`).
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::ServiceUnavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Error::Daemon(error) if error.is_unavailable() => Some(DAEMON_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
     /// The envelope of an answer to the client; `None` for an internal failure.
     fn envelope(&self) -> Option<ErrorEnvelope> {
         let message = self.to_string();
@@ -312,17 +324,6 @@ impl Error {
                 "PAYLOAD_TOO_LARGE",
                 json!({ "limit_bytes": limit }),
             ),
-            Error::Daemon(error) if error.is_unavailable() => {
-                return Some(
-                    ErrorEnvelope::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "SERVICE_UNAVAILABLE",
-                        &message,
-                    )
-                    .with_context(json!({ "reason": message }))
-                    .retryable(),
-                );
-            }
             Error::TelemetryMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UNSUPPORTED_MEDIA_TYPE",
@@ -333,7 +334,7 @@ impl Error {
                 "PAYLOAD_TOO_LARGE",
                 json!({ "limit_bytes": limit }),
             ),
-            Error::ServiceUnavailable { .. } => {
+            Error::ServiceUnavailable { .. } | Error::Daemon(_) if self.retry_after().is_some() => {
                 return Some(
                     ErrorEnvelope::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -355,16 +356,12 @@ impl IntoResponse for Error {
         if let Error::PlainText { status, message } = self {
             return (status, message).into_response();
         }
-        let retry_after = match &self {
-            Error::ServiceUnavailable {
-                retry_after_secs, ..
-            } => Some(*retry_after_secs),
-            Error::Daemon(error) if error.is_unavailable() => {
-                warn!(%error, "request refused with 503: a daemon is unavailable");
-                Some(DAEMON_RETRY_AFTER_SECS)
-            }
-            _ => None,
-        };
+        if let Error::Daemon(error) = &self
+            && error.is_unavailable()
+        {
+            warn!(%error, "request refused: a daemon is unavailable");
+        }
+        let retry_after = self.retry_after();
         match self.envelope() {
             Some(envelope) => {
                 let mut response = envelope.into_response();
