@@ -45,7 +45,10 @@ mod tests {
         for input in ["artifacts/default-x_1.2~", "a/b c?&=+%", "é", ""] {
             assert_eq!(decode(&encode(input)).as_deref(), Some(input), "{input:?}");
         }
-        assert_eq!(encode("artifacts/default-x_1.2~"), "artifacts%2Fdefault-x_1.2~");
+        assert_eq!(
+            encode("artifacts/default-x_1.2~"),
+            "artifacts%2Fdefault-x_1.2~"
+        );
         assert_eq!(encode("a b+c"), "a%20b%2Bc");
     }
 
