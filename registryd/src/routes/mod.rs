@@ -189,12 +189,6 @@ impl Query {
     }
 }
 
-/// `0-<last byte>` for an upload of `length` bytes (`0-0` when empty, as clients expect).
-pub fn upload_range(length: u64) -> HeaderValue {
-    let end = length.saturating_sub(1);
-    HeaderValue::from_str(&format!("0-{end}")).unwrap_or_else(|_| HeaderValue::from_static("0-0"))
-}
-
 /// A header value made of a name, a digest or an id: always visible ASCII.
 pub fn value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -305,7 +299,5 @@ mod tests {
         assert_eq!(q.get("artifactType"), Some("application/vnd.x+json"));
         assert_eq!(q.get("from"), Some("a/b"));
         assert_eq!(q.page().expect("page"), (Some(2), ""));
-        assert_eq!(upload_range(0), "0-0");
-        assert_eq!(upload_range(10), "0-9");
     }
 }
