@@ -221,20 +221,8 @@ pub fn json_response(status: StatusCode, content_type: &'static str, body: Strin
 pub fn next_link(path: &str, n: u64, last: &str) -> HeaderValue {
     value(&format!(
         "<{path}?n={n}&last={}>; rel=\"next\"",
-        encode(last)
+        plumbing::percent::encode(last)
     ))
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
