@@ -2,9 +2,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use plumbing::clock;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{blobs, clamp, ensure_repo, now_ms, unsigned};
+use super::{blobs, clamp, ensure_repo, unsigned};
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::names::Name;
@@ -85,7 +86,7 @@ pub fn insert(
     manifest: &Manifest,
     tag: Option<&str>,
 ) -> Result<(), Error> {
-    let now = now_ms();
+    let now = clock::now_ms();
     ensure_repo(conn, repo)?;
     blobs::record(conn, digest, size)?;
     conn.prepare_cached(
