@@ -247,16 +247,7 @@ impl Commands {
         }
         let params = BodySpec::Storage {
             size: Some(size),
-            storage_get_request: Some(
-                self.blobs
-                    .presign(
-                        Operation::Get,
-                        id,
-                        BlobKind::Params,
-                        signing::STORAGE_URL_SECS,
-                    )
-                    .await?,
-            ),
+            storage_get_request: Some(self.download_request(id, BlobKind::Params).await?),
             storage_put_used: None,
         };
         self.store_params(id, &params).await?;

@@ -14,21 +14,16 @@ use protocol::commands::{
 };
 
 use super::Commands;
-use super::payloads::{ParamsDoc, corrupt, params_key};
 use crate::Error;
 use crate::store::registry::Command;
 
 impl Commands {
     /// §1.7, with absolute URLs (push); leases make them relative.
     pub(super) async fn envelope(&self, command: &Command) -> Result<Envelope, Error> {
-        let doc = self
-            .kv
-            .get(&params_key(&command.id))
+        let mut params = self
+            .params_doc(&command.id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("command {} has no params", command.id)))?;
-        let mut params = serde_json::from_slice::<ParamsDoc>(&doc)
-            .map_err(corrupt(params_key(&command.id)))?
-            .params;
         if let BodySpec::Storage {
             size: Some(size), ..
         } = &params
@@ -52,16 +47,8 @@ impl Commands {
         } = &mut params
         {
             // Always fresh: a command may wait longer than a URL minted earlier lives.
-            *storage_get_request = Some(
-                self.blobs
-                    .presign(
-                        Operation::Get,
-                        &command.id,
-                        BlobKind::Params,
-                        signing::STORAGE_URL_SECS,
-                    )
-                    .await?,
-            );
+            *storage_get_request =
+                Some(self.download_request(&command.id, BlobKind::Params).await?);
         }
         let key = {
             let key = self.key.clone();

@@ -9,10 +9,13 @@
 use axum::body::Bytes;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use protocol::commands::signing;
 use protocol::commands::{
-    BlobKind, BodySpec, CommandResponse, PayloadResponse, StorePayloadRequest,
+    BlobKind, BodySpec, CommandResponse, Operation, PayloadResponse, PresignedRequest,
+    StorePayloadRequest,
 };
 
 use super::Commands;
@@ -22,54 +25,64 @@ use crate::Error;
 const KV_VALUE_THRESHOLD: usize = 20_000;
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct ParamsDoc {
-    pub(super) params: BodySpec,
+struct ParamsDoc {
+    params: BodySpec,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct ResponseDoc {
-    pub(super) response: CommandResponse,
+struct ResponseDoc {
+    response: CommandResponse,
 }
 
-pub(super) fn params_key(id: &str) -> String {
+fn params_key(id: &str) -> String {
     format!("cmd:{id}:params")
 }
 
-pub(super) fn response_key(id: &str) -> String {
+fn response_key(id: &str) -> String {
     format!("cmd:{id}:response")
 }
 
-pub(super) fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> Error {
+fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> Error {
     move |source| Error::CorruptJson { what, source }
 }
 
 impl Commands {
+    /// The params as stored; `None` when the command has no params document.
+    pub(super) async fn params_doc(&self, id: &str) -> Result<Option<BodySpec>, Error> {
+        let doc: Option<ParamsDoc> = self.read(params_key(id)).await?;
+        Ok(doc.map(|doc| doc.params))
+    }
+
+    /// The response as stored; `None` until one is written.
+    pub(super) async fn response_doc(&self, id: &str) -> Result<Option<CommandResponse>, Error> {
+        let doc: Option<ResponseDoc> = self.read(response_key(id)).await?;
+        Ok(doc.map(|doc| doc.response))
+    }
+
+    async fn read<D: DeserializeOwned>(&self, key: String) -> Result<Option<D>, Error> {
+        match self.kv.get(&key).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(corrupt(key)),
+            None => Ok(None),
+        }
+    }
+
     pub(super) async fn store_params(&self, id: &str, params: &BodySpec) -> Result<(), Error> {
-        let doc = ParamsDoc {
+        let key = params_key(id);
+        let mut doc = ParamsDoc {
             params: params.clone(),
         };
-        let bytes = serde_json::to_vec(&doc).map_err(corrupt(params_key(id)))?;
-        let bytes = match params {
-            BodySpec::Inline { inline_base64 } if bytes.len() > KV_VALUE_THRESHOLD => {
-                let raw = STANDARD.decode(inline_base64).map_err(|e| {
-                    Error::InvalidCommand(format!("params.inlineBase64 is not base64: {e}"))
-                })?;
-                let size = raw.len() as u64;
-                self.blobs
-                    .put(id, BlobKind::Params, Bytes::from(raw))
-                    .await?;
-                let reference = ParamsDoc {
-                    params: BodySpec::Storage {
-                        size: Some(size),
-                        storage_get_request: None,
-                        storage_put_used: Some(true),
-                    },
-                };
-                serde_json::to_vec(&reference).map_err(corrupt(params_key(id)))?
-            }
-            _ => bytes,
-        };
-        self.kv.put(&params_key(id), bytes).await
+        let mut bytes = serde_json::to_vec(&doc).map_err(corrupt(key.clone()))?;
+        if let BodySpec::Inline { inline_base64 } = params
+            && bytes.len() > KV_VALUE_THRESHOLD
+        {
+            doc.params = self
+                .spill(id, BlobKind::Params, inline_base64, Error::InvalidCommand)
+                .await?;
+            bytes = serde_json::to_vec(&doc).map_err(corrupt(key.clone()))?;
+        }
+        self.kv.put(&key, bytes).await
     }
 
     pub(super) async fn store_response(
@@ -77,55 +90,63 @@ impl Commands {
         id: &str,
         response: &CommandResponse,
     ) -> Result<(), Error> {
-        let doc = ResponseDoc {
+        let key = response_key(id);
+        let mut doc = ResponseDoc {
             response: response.clone(),
         };
-        let bytes = serde_json::to_vec(&doc).map_err(corrupt(response_key(id)))?;
-        let bytes = match response {
-            CommandResponse::Success {
-                response: BodySpec::Inline { inline_base64 },
-            } if bytes.len() > KV_VALUE_THRESHOLD => {
-                let raw = STANDARD.decode(inline_base64).map_err(|e| {
-                    Error::BadRequest(format!("response.inlineBase64 is not base64: {e}"))
-                })?;
-                let size = raw.len() as u64;
-                self.blobs
-                    .put(id, BlobKind::Response, Bytes::from(raw))
-                    .await?;
-                let reference = ResponseDoc {
-                    response: CommandResponse::Success {
-                        response: BodySpec::Storage {
-                            size: Some(size),
-                            storage_get_request: None,
-                            storage_put_used: Some(true),
-                        },
-                    },
-                };
-                serde_json::to_vec(&reference).map_err(corrupt(response_key(id)))?
-            }
-            _ => bytes,
-        };
-        self.kv.put(&response_key(id), bytes).await
+        let mut bytes = serde_json::to_vec(&doc).map_err(corrupt(key.clone()))?;
+        if let CommandResponse::Success {
+            response: BodySpec::Inline { inline_base64 },
+        } = response
+            && bytes.len() > KV_VALUE_THRESHOLD
+        {
+            doc.response = CommandResponse::Success {
+                response: self
+                    .spill(id, BlobKind::Response, inline_base64, Error::BadRequest)
+                    .await?,
+            };
+            bytes = serde_json::to_vec(&doc).map_err(corrupt(key.clone()))?;
+        }
+        self.kv.put(&key, bytes).await
+    }
+
+    /// An inline body that would make its document too large, moved to blob storage: the
+    /// reference that takes its place in the document (§1.6). A body that is not base64 is
+    /// the caller's mistake, answered with `invalid`.
+    async fn spill(
+        &self,
+        id: &str,
+        kind: BlobKind,
+        inline_base64: &str,
+        invalid: fn(String) -> Error,
+    ) -> Result<BodySpec, Error> {
+        let raw = STANDARD
+            .decode(inline_base64)
+            .map_err(|e| invalid(format!("{}.inlineBase64 is not base64: {e}", kind.as_str())))?;
+        let size = raw.len() as u64;
+        self.blobs.put(id, kind, Bytes::from(raw)).await?;
+        Ok(BodySpec::Storage {
+            size: Some(size),
+            storage_get_request: None,
+            storage_put_used: Some(true),
+        })
+    }
+
+    /// A presigned download of a stored body, for as long as storage URLs live.
+    pub(super) async fn download_request(
+        &self,
+        id: &str,
+        kind: BlobKind,
+    ) -> Result<PresignedRequest, Error> {
+        self.blobs
+            .presign(Operation::Get, id, kind, signing::STORAGE_URL_SECS)
+            .await
     }
 
     /// `GET /v1/commands/{id}/payload`: the stored documents as they are.
     pub async fn payload(&self, id: &str) -> Result<PayloadResponse, Error> {
-        let params = match self.kv.get(&params_key(id)).await? {
-            Some(doc) => Some(
-                serde_json::from_slice::<ParamsDoc>(&doc)
-                    .map_err(corrupt(params_key(id)))?
-                    .params,
-            ),
-            None => None,
-        };
-        let response = match self.kv.get(&response_key(id)).await? {
-            Some(doc) => Some(
-                serde_json::from_slice::<ResponseDoc>(&doc)
-                    .map_err(corrupt(response_key(id)))?
-                    .response,
-            ),
-            None => None,
-        };
+        let params = self.params_doc(id).await?;
+        let response = self.response_doc(id).await?;
         if params.is_none() && response.is_none() {
             return Err(Error::CommandNotFound(id.to_owned()));
         }

@@ -7,8 +7,7 @@ use tracing::{debug, info};
 
 use plumbing::clock;
 use protocol::commandd::Principal;
-use protocol::commands::signing;
-use protocol::commands::{BlobKind, BodySpec, CommandResponse, CommandState, Operation};
+use protocol::commands::{BlobKind, BodySpec, CommandResponse, CommandState};
 
 use super::{Commands, principal_label};
 use crate::Error;
@@ -55,13 +54,7 @@ impl Commands {
         } = &mut response
         {
             *get = Some(
-                self.blobs
-                    .presign(
-                        Operation::Get,
-                        &command.id,
-                        BlobKind::Response,
-                        signing::STORAGE_URL_SECS,
-                    )
+                self.download_request(&command.id, BlobKind::Response)
                     .await?,
             );
         }

@@ -9,13 +9,11 @@ use tracing::info;
 
 use plumbing::clock;
 use protocol::commandd::Owner;
-use protocol::commands::signing;
 use protocol::commands::{
-    BlobKind, BodySpec, CommandResponse, CommandState, CommandStatusResponse, Operation,
+    BlobKind, BodySpec, CommandResponse, CommandState, CommandStatusResponse,
 };
 
 use super::Commands;
-use super::payloads::{ResponseDoc, corrupt, response_key};
 use crate::Error;
 use crate::store::registry::{self, Command};
 
@@ -96,11 +94,10 @@ impl Commands {
 
     /// The stored response, with a fresh download URL when its body is in storage.
     async fn response(&self, id: &str) -> Result<Option<CommandResponse>, Error> {
-        let Some(doc) = self.kv.get(&response_key(id)).await? else {
+        let Some(response) = self.response_doc(id).await? else {
             return Ok(None);
         };
-        let doc: ResponseDoc = serde_json::from_slice(&doc).map_err(corrupt(response_key(id)))?;
-        Ok(Some(match doc.response {
+        Ok(Some(match response {
             CommandResponse::Success {
                 response:
                     BodySpec::Storage {
@@ -111,16 +108,7 @@ impl Commands {
             } => CommandResponse::Success {
                 response: BodySpec::Storage {
                     size,
-                    storage_get_request: Some(
-                        self.blobs
-                            .presign(
-                                Operation::Get,
-                                id,
-                                BlobKind::Response,
-                                signing::STORAGE_URL_SECS,
-                            )
-                            .await?,
-                    ),
+                    storage_get_request: Some(self.download_request(id, BlobKind::Response).await?),
                     storage_put_used: Some(true),
                 },
             },
