@@ -22,6 +22,27 @@ use crate::{Error, ids, push};
 /// Idempotency keys live a day (§1.4).
 const IDEMPOTENCY_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// The answer to a create, a repeated one included: a client given somewhere to upload its
+/// params does that next, any other polls.
+fn created(
+    command_id: String,
+    state: CommandState,
+    storage_upload: Option<StorageUpload>,
+) -> CreateCommandResponse {
+    let next = if storage_upload.is_some() {
+        "upload"
+    } else {
+        "poll"
+    };
+    CreateCommandResponse {
+        command_id,
+        state,
+        storage_upload,
+        inline_allowed_up_to: INLINE_MAX_BYTES,
+        next: next.into(),
+    }
+}
+
 impl Commands {
     pub async fn create(
         &self,
@@ -142,17 +163,12 @@ impl Commands {
                 .await?
         };
         if let Some(winner) = winner {
-            let state = self
+            let (winner, command) = self
                 .db
                 .call(move |conn| registry::get(conn, &winner).map(|c| (winner, c)))
                 .await?;
-            return Ok(CreateCommandResponse {
-                state: state.1.map_or(CommandState::Pending, |c| c.state),
-                command_id: state.0,
-                storage_upload: None,
-                inline_allowed_up_to: INLINE_MAX_BYTES,
-                next: "poll".into(),
-            });
+            let state = command.map_or(CommandState::Pending, |c| c.state);
+            return Ok(created(winner, state, None));
         }
         info!(
             command_id = %id,
@@ -163,7 +179,7 @@ impl Commands {
             principal = %principal_label(principal),
             "command created"
         );
-        let (state, storage_upload, next) = if state == CommandState::PendingUpload {
+        let (state, storage_upload) = if state == CommandState::PendingUpload {
             let put_request = self
                 .blobs
                 .presign(
@@ -177,17 +193,11 @@ impl Commands {
                 expires_at: put_request.expiration.clone(),
                 put_request,
             };
-            (state, Some(upload), "upload")
+            (state, Some(upload))
         } else {
-            (self.ready(&id, deployment).await?, None, "poll")
+            (self.ready(&id, deployment).await?, None)
         };
-        Ok(CreateCommandResponse {
-            command_id: id,
-            state,
-            storage_upload,
-            inline_allowed_up_to: INLINE_MAX_BYTES,
-            next: next.into(),
-        })
+        Ok(created(id, state, storage_upload))
     }
 
     async fn idempotent(
@@ -205,13 +215,7 @@ impl Commands {
                 registry::get(conn, &id)
             })
             .await?;
-        Ok(found.map(|command| CreateCommandResponse {
-            command_id: command.id,
-            state: command.state,
-            storage_upload: None,
-            inline_allowed_up_to: INLINE_MAX_BYTES,
-            next: "poll".into(),
-        }))
+        Ok(found.map(|command| created(command.id, command.state, None)))
     }
 
     /// A command that just became `PENDING`: pushed now, or offered to its target's receivers.

@@ -10,7 +10,7 @@ use plumbing::clock;
 use protocol::commandd::{Owner, Principal};
 use protocol::commands::{LeaseInfo, LeaseRequest, LeaseResponse};
 
-use super::{Commands, principal_label};
+use super::{Commands, just_after, owner_of, principal_label};
 use crate::signals::target_key;
 use crate::store::registry;
 use crate::{Error, ids};
@@ -48,12 +48,7 @@ impl Commands {
                 .call(move |conn| registry::next_lease_expiry(conn, &dep, &target, clock::now_ms()))
                 .await?;
             let wake = match next_expiry {
-                Some(at) => until.min(
-                    tokio::time::Instant::now()
-                        + Duration::from_millis(
-                            u64::try_from(at - clock::now_ms() + 1).unwrap_or(0),
-                        ),
-                ),
+                Some(at) => until.min(just_after(at)),
                 None => until,
             };
             tokio::select! {
@@ -139,11 +134,7 @@ impl Commands {
             .call(move |conn| registry::leased(conn, &owned, clock::now_ms()))
             .await?
             .ok_or_else(|| Error::LeaseNotFound(lease_id.to_owned()))?;
-        Ok(Owner {
-            deployment_id: command.deployment_id,
-            command_id: command.id,
-            target: command.target,
-        })
+        Ok(owner_of(command))
     }
 
     /// `POST /v1/commands/leases/{leaseId}/release`: back to `PENDING` with one more attempt.

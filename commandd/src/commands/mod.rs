@@ -17,10 +17,13 @@ mod status;
 mod targets;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use protocol::commandd::Principal;
+use plumbing::clock;
+use protocol::commandd::{Owner, Principal};
 
 use crate::Error;
 use crate::backend::{Blobs, Kv};
@@ -47,6 +50,21 @@ fn principal_label(principal: &Principal) -> String {
         Principal::Token { token_id, role } => format!("{role} {token_id}"),
         Principal::ResponseToken => "response token".to_owned(),
     }
+}
+
+/// Whose a command is: what the manager authorizes a call on it, or on its lease, by.
+fn owner_of(command: Command) -> Owner {
+    Owner {
+        deployment_id: command.deployment_id,
+        command_id: command.id,
+        target: command.target,
+    }
+}
+
+/// The instant just after `at` (Unix ms): a long poll wakes then for a deadline or a lease
+/// running out, which no signal announces.
+fn just_after(at: i64) -> Instant {
+    Instant::now() + Duration::from_millis(u64::try_from(at - clock::now_ms() + 1).unwrap_or(0))
 }
 
 impl Commands {

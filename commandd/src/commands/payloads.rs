@@ -20,6 +20,7 @@ use protocol::commands::{
 
 use super::Commands;
 use crate::Error;
+use crate::backend::local::check_command_id;
 
 /// A params or response document larger than this, serialized, goes to blob storage (§1.6).
 const KV_VALUE_THRESHOLD: usize = 20_000;
@@ -159,9 +160,7 @@ impl Commands {
 
     /// `PUT /v1/commands/{id}/payload`: writes the documents, bypassing the lifecycle.
     pub async fn store_payload(&self, id: &str, request: StorePayloadRequest) -> Result<(), Error> {
-        if !crate::backend::local::is_command_id(id) {
-            return Err(Error::BadRequest(format!("not a command id: {id:?}")));
-        }
+        check_command_id(id)?;
         if let Some(params) = &request.params {
             self.store_params(id, params).await?;
         }
@@ -172,9 +171,7 @@ impl Commands {
     }
 
     pub async fn put_blob(&self, id: &str, kind: BlobKind, bytes: Bytes) -> Result<(), Error> {
-        if !crate::backend::local::is_command_id(id) {
-            return Err(Error::BadRequest(format!("not a command id: {id:?}")));
-        }
+        check_command_id(id)?;
         self.blobs.put(id, kind, bytes).await
     }
 

@@ -13,18 +13,13 @@ use protocol::commands::{
     BlobKind, BodySpec, CommandResponse, CommandState, CommandStatusResponse,
 };
 
-use super::Commands;
+use super::{Commands, just_after, owner_of};
 use crate::Error;
 use crate::store::registry::{self, Command};
 
 impl Commands {
     pub async fn owner(&self, id: &str) -> Result<Owner, Error> {
-        let command = self.get(id).await?;
-        Ok(Owner {
-            deployment_id: command.deployment_id,
-            command_id: command.id,
-            target: command.target,
-        })
+        Ok(owner_of(self.get(id).await?))
     }
 
     /// `GET /v1/commands/{id}`; with `wait`, answers once the state differs from the one it
@@ -43,12 +38,7 @@ impl Commands {
         loop {
             let until = match first.deadline {
                 // Wake at the deadline to tell of the expiry.
-                Some(deadline) => until.min(
-                    tokio::time::Instant::now()
-                        + Duration::from_millis(
-                            u64::try_from(deadline - clock::now_ms() + 1).unwrap_or(0),
-                        ),
-                ),
+                Some(deadline) => until.min(just_after(deadline)),
                 None => until,
             };
             tokio::select! {
