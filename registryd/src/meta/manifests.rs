@@ -107,20 +107,14 @@ pub fn insert(
     let mut add_ref = conn.prepare_cached(
         "INSERT OR IGNORE INTO manifest_refs (repo, manifest, child, kind) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for blob in &manifest.blobs {
+    let blobs = manifest.blobs.iter().map(|blob| (blob, "blob"));
+    let children = manifest.children.iter().map(|child| (child, "manifest"));
+    for (descriptor, kind) in blobs.chain(children) {
         add_ref.execute(params![
             repo.as_str(),
             digest,
-            blob.digest.to_string(),
-            "blob"
-        ])?;
-    }
-    for child in &manifest.children {
-        add_ref.execute(params![
-            repo.as_str(),
-            digest,
-            child.digest.to_string(),
-            "manifest"
+            descriptor.digest.to_string(),
+            kind
         ])?;
     }
     if let Some(tag) = tag {
