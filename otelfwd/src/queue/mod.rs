@@ -201,36 +201,34 @@ impl Queue {
 
     /// Appends a record; `Ok` once it is on disk.
     pub async fn push(&self, payload: Vec<u8>, items: u32) -> Result<(), QueueError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        {
-            let appends = lock(&self.appends);
-            let sender = appends.as_ref().ok_or(QueueError::Closed)?;
-            sender
-                .send(Append {
-                    payload,
-                    items,
-                    reply,
-                })
-                .map_err(|_| QueueError::Closed)?;
-        }
+        let answer = self.hand_over(payload, items)?;
         answer.await.map_err(|_| QueueError::Closed)?
     }
 
     /// [`Queue::push`] for a caller outside the runtime.
     pub fn push_blocking(&self, payload: Vec<u8>, items: u32) -> Result<(), QueueError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        {
-            let appends = lock(&self.appends);
-            let sender = appends.as_ref().ok_or(QueueError::Closed)?;
-            sender
-                .send(Append {
-                    payload,
-                    items,
-                    reply,
-                })
-                .map_err(|_| QueueError::Closed)?;
-        }
+        let answer = self.hand_over(payload, items)?;
         answer.blocking_recv().map_err(|_| QueueError::Closed)?
+    }
+
+    /// Gives a record to the writer thread; the answer comes once it is on disk. The lock on
+    /// the sender is released before anyone waits for that.
+    fn hand_over(
+        &self,
+        payload: Vec<u8>,
+        items: u32,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), QueueError>>, QueueError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let appends = lock(&self.appends);
+        let sender = appends.as_ref().ok_or(QueueError::Closed)?;
+        sender
+            .send(Append {
+                payload,
+                items,
+                reply,
+            })
+            .map_err(|_| QueueError::Closed)?;
+        Ok(answer)
     }
 
     /// Waits for records at the head of the queue and returns as many as `limits` allow (at
