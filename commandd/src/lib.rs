@@ -2,9 +2,10 @@
 //!
 //! Serves HTTP/1.1 on `<data>/run/commandd.sock`; only the manager talks to it, after it has
 //! authenticated and authorized the caller, and it sends along what commandd needs to know of
-//! the deployment (`protocol::commandd`). A request's path: [`routes`] takes it, [`commands`] does it,
-//! [`store`] keeps state and leases, [`backend`] keeps payloads, [`push`] delivers to
-//! workers. Everything durable lives under `<data>/commands/`.
+//! the deployment (`protocol::commandd`). A request's path: [`routes`] takes it, [`commands`]
+//! does it (`create`, `status`, `responses`, `leases`, `payloads`: one module for each part of
+//! a command's life), [`store`] keeps state and leases, [`backend`] keeps payloads, [`push`]
+//! delivers to workers. Everything durable lives under `<data>/commands/`.
 
 mod backend;
 mod commands;

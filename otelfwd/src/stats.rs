@@ -3,7 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::queue::{QueueStats, now_ms};
+use crate::queue::QueueStats;
+use plumbing::clock;
 use protocol::otelfwd::SignalStatus;
 
 #[derive(Debug, Default)]
@@ -37,13 +38,14 @@ impl Counters {
 
     pub fn status(&self, queue: QueueStats) -> SignalStatus {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let now = u64::try_from(clock::now_ms()).unwrap_or_default();
         SignalStatus {
             queue_records: queue.records,
             queue_items: queue.items,
             queue_bytes: queue.bytes,
             oldest_record_age_secs: queue
                 .oldest_enqueued_ms
-                .map(|t| now_ms().saturating_sub(t) as f64 / 1000.0),
+                .map(|t| now.saturating_sub(t) as f64 / 1000.0),
             accepted_records: get(&self.accepted_records),
             accepted_items: get(&self.accepted_items),
             sent_records: get(&self.sent_records),

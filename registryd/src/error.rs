@@ -163,7 +163,7 @@ impl IntoResponse for Error {
                 if let Ok(value) = HeaderValue::from_str(location) {
                     headers.insert(header::LOCATION, value);
                 }
-                headers.insert(header::RANGE, crate::routes::upload_range(*offset));
+                headers.insert(header::RANGE, crate::headers::upload_range(*offset));
             }
             Error::RangeNotSatisfiable { size } => {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {

@@ -41,6 +41,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, UNIX_EPOCH};
 
+use plumbing::clock;
 use rusqlite::TransactionBehavior;
 use tracing::{info, warn};
 
@@ -48,7 +49,7 @@ use protocol::registryd::{GcOptions, GcReport};
 
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::meta::{self, now_ms};
+use crate::meta;
 use crate::state::Registry;
 use crate::storage::is_id;
 
@@ -67,8 +68,8 @@ pub async fn collect(registry: &Registry, options: GcOptions) -> Result<GcReport
     let _one_at_a_time = registry.gc.lock().await;
     let started = Instant::now();
     let grace = options.grace_period_secs.unwrap_or(DEFAULT_GRACE_SECS);
-    let cutoff = now_ms().saturating_sub(ms(grace));
-    let upload_cutoff = now_ms().saturating_sub(ms(options
+    let cutoff = clock::now_ms().saturating_sub(ms(grace));
+    let upload_cutoff = clock::now_ms().saturating_sub(ms(options
         .upload_ttl_secs
         .unwrap_or(DEFAULT_UPLOAD_TTL_SECS)));
     let mut report = GcReport {
@@ -196,7 +197,7 @@ async fn sweep_orphans(registry: &Registry, cutoff: i64) -> Result<u64, Error> {
         }
         // A manifest being pushed sits in tmp/ for milliseconds, not yet in any row: even a
         // collection with no grace period leaves recent ones alone.
-        let temp_cutoff = cutoff.min(now_ms().saturating_sub(TEMP_GRACE_MS));
+        let temp_cutoff = cutoff.min(clock::now_ms().saturating_sub(TEMP_GRACE_MS));
         for file in read_dir(&storage.tmp_dir())? {
             if older_than(&file, temp_cutoff) {
                 found.push(Orphan::Temp(file));

@@ -8,6 +8,7 @@
 mod digest;
 mod error;
 mod gc;
+mod headers;
 mod manifest;
 mod meta;
 mod names;

@@ -100,7 +100,7 @@ impl LocalBlobs {
 }
 
 /// A command id as we make them, so that it is a safe file name.
-pub fn is_command_id(id: &str) -> bool {
+fn is_command_id(id: &str) -> bool {
     id.strip_prefix("cmd_").is_some_and(|rest| {
         !rest.is_empty()
             && rest.len() <= 64
@@ -108,6 +108,15 @@ pub fn is_command_id(id: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     })
+}
+
+/// A write under anything but a command id is refused: see [`is_command_id`].
+pub fn check_command_id(id: &str) -> Result<(), Error> {
+    if is_command_id(id) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!("not a command id: {id:?}")))
+    }
 }
 
 fn sync_dir(path: &Path) -> Result<(), Error> {
@@ -122,11 +131,7 @@ impl Blobs for LocalBlobs {
         let command_id = command_id.to_owned();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                if !is_command_id(&command_id) {
-                    return Err(Error::BadRequest(format!(
-                        "not a command id: {command_id:?}"
-                    )));
-                }
+                check_command_id(&command_id)?;
                 let dest = this.file(&command_id, kind);
                 let dir = this.inner.root.join(&command_id);
                 if !dir.is_dir() {

@@ -27,8 +27,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use plumbing::clock;
 use tracing::{debug, warn};
 
 #[cfg(test)]
@@ -200,36 +201,34 @@ impl Queue {
 
     /// Appends a record; `Ok` once it is on disk.
     pub async fn push(&self, payload: Vec<u8>, items: u32) -> Result<(), QueueError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        {
-            let appends = lock(&self.appends);
-            let sender = appends.as_ref().ok_or(QueueError::Closed)?;
-            sender
-                .send(Append {
-                    payload,
-                    items,
-                    reply,
-                })
-                .map_err(|_| QueueError::Closed)?;
-        }
+        let answer = self.hand_over(payload, items)?;
         answer.await.map_err(|_| QueueError::Closed)?
     }
 
     /// [`Queue::push`] for a caller outside the runtime.
     pub fn push_blocking(&self, payload: Vec<u8>, items: u32) -> Result<(), QueueError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        {
-            let appends = lock(&self.appends);
-            let sender = appends.as_ref().ok_or(QueueError::Closed)?;
-            sender
-                .send(Append {
-                    payload,
-                    items,
-                    reply,
-                })
-                .map_err(|_| QueueError::Closed)?;
-        }
+        let answer = self.hand_over(payload, items)?;
         answer.blocking_recv().map_err(|_| QueueError::Closed)?
+    }
+
+    /// Gives a record to the writer thread; the answer comes once it is on disk. The lock on
+    /// the sender is released before anyone waits for that.
+    fn hand_over(
+        &self,
+        payload: Vec<u8>,
+        items: u32,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), QueueError>>, QueueError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let appends = lock(&self.appends);
+        let sender = appends.as_ref().ok_or(QueueError::Closed)?;
+        sender
+            .send(Append {
+                payload,
+                items,
+                reply,
+            })
+            .map_err(|_| QueueError::Closed)?;
+        Ok(answer)
     }
 
     /// Waits for records at the head of the queue and returns as many as `limits` allow (at
@@ -246,7 +245,7 @@ impl Queue {
             if let Some(first) = state.index.front() {
                 let (count, full) = fitting(&state.index, limits);
                 let due = first.enqueued_ms + limits.linger.as_millis() as u64;
-                let now = now_ms();
+                let now = u64::try_from(clock::now_ms()).unwrap_or_default();
                 if full || now >= due {
                     let entries: Vec<Entry> = state.index.iter().take(count).copied().collect();
                     drop(state);
@@ -402,7 +401,7 @@ fn write_group(shared: &Shared, file: &mut File, group: Vec<Append>) {
     let mut written: Vec<(Entry, Append)> = Vec::new();
     let mut buffer = Vec::new();
     let mut result: Result<(), QueueError> = Ok(());
-    let now = now_ms();
+    let now = u64::try_from(clock::now_ms()).unwrap_or_default();
     for append in group {
         let size = HEADER + append.payload.len() as u64;
         if size > config.max_bytes {
@@ -695,10 +694,4 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Queu
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

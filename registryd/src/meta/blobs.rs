@@ -1,8 +1,9 @@
 //! The `blobs` and `repo_blobs` tables: which content files exist, and who may read them.
 
+use plumbing::clock;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{clamp, now_ms, unsigned};
+use super::{clamp, unsigned};
 use crate::error::Error;
 use crate::names::Name;
 
@@ -35,7 +36,7 @@ pub fn size(conn: &Connection, digest: &str) -> Result<Option<u64>, Error> {
 
 /// Marks a blob as in use by a push now (throttled by [`TOUCH_SLACK_MS`]).
 pub fn touch(conn: &Connection, digest: &str) -> Result<(), Error> {
-    let now = now_ms();
+    let now = clock::now_ms();
     conn.prepare_cached("UPDATE blobs SET touched_at = ?2 WHERE digest = ?1 AND touched_at < ?3")?
         .execute(params![digest, now, now - TOUCH_SLACK_MS])?;
     Ok(())
@@ -47,7 +48,7 @@ pub fn record(conn: &Connection, digest: &str, size: u64) -> Result<(), Error> {
         "INSERT INTO blobs (digest, size, touched_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at",
     )?
-    .execute(params![digest, clamp(size), now_ms()])?;
+    .execute(params![digest, clamp(size), clock::now_ms()])?;
     Ok(())
 }
 

@@ -2,9 +2,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use plumbing::clock;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{blobs, clamp, ensure_repo, now_ms, unsigned};
+use super::{blobs, clamp, ensure_repo, unsigned};
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::names::Name;
@@ -85,7 +86,7 @@ pub fn insert(
     manifest: &Manifest,
     tag: Option<&str>,
 ) -> Result<(), Error> {
-    let now = now_ms();
+    let now = clock::now_ms();
     ensure_repo(conn, repo)?;
     blobs::record(conn, digest, size)?;
     conn.prepare_cached(
@@ -106,20 +107,14 @@ pub fn insert(
     let mut add_ref = conn.prepare_cached(
         "INSERT OR IGNORE INTO manifest_refs (repo, manifest, child, kind) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for blob in &manifest.blobs {
+    let blobs = manifest.blobs.iter().map(|blob| (blob, "blob"));
+    let children = manifest.children.iter().map(|child| (child, "manifest"));
+    for (descriptor, kind) in blobs.chain(children) {
         add_ref.execute(params![
             repo.as_str(),
             digest,
-            blob.digest.to_string(),
-            "blob"
-        ])?;
-    }
-    for child in &manifest.children {
-        add_ref.execute(params![
-            repo.as_str(),
-            digest,
-            child.digest.to_string(),
-            "manifest"
+            descriptor.digest.to_string(),
+            kind
         ])?;
     }
     if let Some(tag) = tag {

@@ -6,7 +6,8 @@
 //! pool through [`Meta::call`]. Holding that connection is also the registry's commit lock:
 //! the code that moves a blob file into place or removes one does so inside a `call`, so
 //! that a file's presence and its `blobs` row change together as far as any other request or
-//! the garbage collector can tell (see [`crate::gc`]).
+//! the garbage collector can tell (see [`crate::gc`]). Every time is stored as Unix
+//! milliseconds from [`plumbing::clock::now_ms`].
 
 pub mod blobs;
 pub mod manifests;
@@ -14,8 +15,8 @@ mod migrations;
 pub mod uploads;
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use plumbing::clock;
 use plumbing::sqlite::Database;
 use rusqlite::{Connection, params};
 
@@ -42,18 +43,11 @@ impl Meta {
     }
 }
 
-/// Milliseconds since the Unix epoch: how every time is stored.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Records that `name` exists (from its first blob or manifest on).
 pub fn ensure_repo(conn: &Connection, name: &Name) -> Result<(), Error> {
     conn.execute(
         "INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?1, ?2)",
-        params![name.as_str(), now_ms()],
+        params![name.as_str(), clock::now_ms()],
     )?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The `uploads` table: one row per upload session, bound to its repository.
 
+use plumbing::clock;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{clamp, now_ms, unsigned};
+use super::{clamp, unsigned};
 use crate::digest::Algorithm;
 use crate::error::Error;
 
@@ -16,7 +17,7 @@ pub struct Upload {
 }
 
 pub fn insert(conn: &Connection, id: &str, repo: &str, algorithm: Algorithm) -> Result<(), Error> {
-    let now = now_ms();
+    let now = clock::now_ms();
     conn.prepare_cached(
         "INSERT INTO uploads (id, repo, length, algorithm, created_at, updated_at)
          VALUES (?1, ?2, 0, ?3, ?4, ?4)",
@@ -45,7 +46,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Upload>, Error> {
 
 pub fn set_length(conn: &Connection, id: &str, length: u64) -> Result<(), Error> {
     conn.prepare_cached("UPDATE uploads SET length = ?2, updated_at = ?3 WHERE id = ?1")?
-        .execute(params![id, clamp(length), now_ms()])?;
+        .execute(params![id, clamp(length), clock::now_ms()])?;
     Ok(())
 }
 

@@ -189,12 +189,6 @@ impl Query {
     }
 }
 
-/// `0-<last byte>` for an upload of `length` bytes (`0-0` when empty, as clients expect).
-pub fn upload_range(length: u64) -> HeaderValue {
-    let end = length.saturating_sub(1);
-    HeaderValue::from_str(&format!("0-{end}")).unwrap_or_else(|_| HeaderValue::from_static("0-0"))
-}
-
 /// A header value made of a name, a digest or an id: always visible ASCII.
 pub fn value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -227,20 +221,8 @@ pub fn json_response(status: StatusCode, content_type: &'static str, body: Strin
 pub fn next_link(path: &str, n: u64, last: &str) -> HeaderValue {
     value(&format!(
         "<{path}?n={n}&last={}>; rel=\"next\"",
-        encode(last)
+        plumbing::percent::encode(last)
     ))
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -305,7 +287,5 @@ mod tests {
         assert_eq!(q.get("artifactType"), Some("application/vnd.x+json"));
         assert_eq!(q.get("from"), Some("a/b"));
         assert_eq!(q.page().expect("page"), (Some(2), ""));
-        assert_eq!(upload_range(0), "0-0");
-        assert_eq!(upload_range(10), "0-9");
     }
 }

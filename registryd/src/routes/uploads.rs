@@ -13,11 +13,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use rusqlite::TransactionBehavior;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{
-    DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Query, UPLOAD_SESSION_ID, empty, upload_range, value,
-};
+use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Query, UPLOAD_SESSION_ID, empty, value};
 use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
+use crate::headers::upload_range;
 use crate::meta::{self, uploads::Upload};
 use crate::names::Name;
 use crate::state::{Live, Registry};

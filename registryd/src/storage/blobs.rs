@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::{Storage, random_id, sync_dir};
+use super::{Storage, random_id, remove_if_present, sync_dir};
 use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
 
@@ -73,13 +73,7 @@ impl Storage {
 
     /// Removes a blob file; one already gone is fine.
     pub fn remove_blob(&self, digest: &Digest) -> Result<(), Error> {
-        let path = self.blob_path(digest);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io("remove", &path)(e))
-            }
-            _ => Ok(()),
-        }
+        remove_if_present(&self.blob_path(digest))
     }
 
     /// Opens `digest` for reading `len` bytes from `start`, as a body streamed from a

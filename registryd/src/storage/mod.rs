@@ -66,6 +66,14 @@ pub fn sync_dir(dir: &Path) -> Result<(), Error> {
         .map_err(Error::io("fsync directory", dir))
 }
 
+/// Removes a file; one that is not there (never created, or removed already) is fine.
+pub fn remove_if_present(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// A random identifier: 128 bits as 32 hex digits.
 pub fn random_id() -> Result<String, Error> {
     let mut bytes = [0u8; 16];

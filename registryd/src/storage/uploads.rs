@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::blobs::hash_file;
-use super::{Storage, sync_dir};
+use super::{Storage, remove_if_present, sync_dir};
 use crate::digest::{Algorithm, Hasher};
 use crate::error::Error;
 
@@ -111,13 +111,7 @@ impl Storage {
 
     /// Removes an upload's file; one never created is fine.
     pub fn remove_upload(&self, id: &str) -> Result<(), Error> {
-        let path = self.upload_path(id);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io("remove", &path)(e))
-            }
-            _ => Ok(()),
-        }
+        remove_if_present(&self.upload_path(id))
     }
 
     /// The hash of an upload's first `length` bytes, read back from disk.
