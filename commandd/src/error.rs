@@ -1,6 +1,6 @@
 //! commandd's one error type, and the one place it becomes a wire response: the public
-//! manager's error envelope with the commands codes of spec §1.3 (manager-api.md) and §1.4
-//! (protocols.md). The manager passes these answers on to the client as they are.
+//! manager's error envelope with the public manager's commands codes, each with its status
+//! in one table below. The manager passes these answers on to the client as they are.
 
 use std::path::PathBuf;
 

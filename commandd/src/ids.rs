@@ -1,4 +1,5 @@
-//! Command ids (`cmd_` and 28 of `[0-9a-z]`, spec §1.1) and lease ids (`lease_` and a
+//! Command ids (`cmd_` and 28 of `[0-9a-z]`, as the public manager makes them) and lease ids
+//! (`lease_` and a
 //! hyphenated UUID v4).
 
 use crate::Error;

@@ -1,4 +1,5 @@
-//! The commands protocol: command state, leases and payloads (spec `protocols.md` §1).
+//! The commands protocol: command state, leases and payloads (docs/compatibility.md,
+//! Commands).
 //!
 //! Serves HTTP/1.1 on `<data>/run/commandd.sock`; only the manager talks to it, after it has
 //! authenticated and authorized the caller, and it sends along what commandd needs to know of

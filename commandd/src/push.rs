@@ -1,4 +1,4 @@
-//! Push delivery to a Worker's HTTP endpoint (spec §1.8, the local platform): the envelope is
+//! Push delivery to a Worker's HTTP endpoint (the local platform): the envelope is
 //! `POST`ed as JSON to the worker's `commandsPushTarget`, and only an exact `202` counts as
 //! delivered.
 

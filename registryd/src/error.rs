@@ -11,7 +11,7 @@ use tracing::error;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    // What a client did wrong, each with its spec code.
+    // What a client did wrong, each with its distribution-spec code.
     #[error("blob unknown to registry: {0}")]
     BlobUnknown(String),
     #[error("blob upload invalid: {0}")]
@@ -92,7 +92,7 @@ impl Error {
         self.wire().0
     }
 
-    /// Status, spec code and detail: the whole mapping to the wire, in one table.
+    /// Status, distribution-spec code and detail: the whole mapping to the wire, in one table.
     fn wire(&self) -> (StatusCode, &'static str, Value) {
         use StatusCode as S;
         match self {

@@ -16,7 +16,7 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// The spec asks registries to take manifests of at least 4 MiB; larger ones get 413.
+/// The distribution spec asks registries to take manifests of at least 4 MiB; larger ones get 413.
 pub const MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Layers that live elsewhere: the registry never holds them, so it does not ask for them.

@@ -1,4 +1,4 @@
-//! Where command payloads live (spec §1.1, §1.10): a key-value store for the params and
+//! Where command payloads live: a key-value store for the params and
 //! response documents and a blob store for bodies too large for it. The protocol code sees
 //! only these two narrow traits; the local implementation ([`local`]) is the only one today.
 //! A DynamoDB/S3, Firestore/GCS or Azure Table/Blob backend implements the same two traits
@@ -44,7 +44,8 @@ pub trait Blobs: Send + Sync + Debug {
     ) -> BoxFuture<'a, PresignedRequest>;
 }
 
-/// The storage path of a body (§1.1).
+/// The storage path of a body: `<commandId>/params` or `<commandId>/response`, the same
+/// layout whatever the backend.
 pub fn blob_path(command_id: &str, kind: BlobKind) -> String {
     format!("arc/commands/{command_id}/{}", kind.as_str())
 }

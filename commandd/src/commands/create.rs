@@ -1,4 +1,4 @@
-//! A command's start (§1.4, §1.8): create (its checks, idempotency, the params stored before
+//! A command's start: create (its checks, idempotency, the params stored before
 //! the row), the upload of params too large to send inline, and the moment a command becomes
 //! `PENDING`, when it is pushed to its worker or offered to its target's receivers.
 
@@ -19,7 +19,7 @@ use crate::signals::target_key;
 use crate::store::registry::{self, Command, NewCommand};
 use crate::{Error, ids, push};
 
-/// Idempotency keys live a day (§1.4).
+/// Idempotency keys live a day, as in the public manager.
 const IDEMPOTENCY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The answer to a create, a repeated one included: a client given somewhere to upload its
@@ -140,7 +140,8 @@ impl Commands {
                         && !registry::claim_idempotency(tx, key, &id, now, now + IDEMPOTENCY_MS)?
                     {
                         // Another create with the key got past the check above first: this
-                        // one is recorded as the loser (§1.4 step 5) and answers the winner.
+                        // one is recorded `FAILED` with `IDEMPOTENT_DUPLICATE`, as the public
+                        // manager records the loser of the race, and answers the winner.
                         let winner = registry::idempotent(tx, key, now)?;
                         new.state = CommandState::Failed;
                         registry::insert(tx, &new)?;
@@ -270,7 +271,7 @@ impl Commands {
         })
     }
 
-    /// §1.8: `DISPATCHED` first (a fast worker may answer before the send returns), then the
+    /// `DISPATCHED` first (a fast worker may answer before the send returns), then the
     /// send; a definite rejection fails the command, an ambiguous failure leaves it dispatched.
     async fn push(
         &self,

@@ -1,4 +1,4 @@
-//! What a receiver gets (§1.7): a command's envelope, built afresh for every delivery so that
+//! What a receiver gets: a command's envelope, built afresh for every delivery so that
 //! its URLs and response token outlive the wait before it; absolute for a push, relative to
 //! the lease endpoint for a lease.
 
@@ -18,7 +18,9 @@ use crate::Error;
 use crate::store::registry::Command;
 
 impl Commands {
-    /// §1.7, with absolute URLs (push); leases make them relative.
+    /// The envelope of `command` (protocol `arc.v1`, its params, the submit URL with a fresh
+    /// response token and the response upload request), with absolute URLs (push); leases
+    /// make them relative.
     pub(super) async fn envelope(&self, command: &Command) -> Result<Envelope, Error> {
         let mut params = self
             .params_doc(&command.id)
@@ -85,7 +87,8 @@ impl Commands {
     }
 
     /// Manager URLs in a lease-served envelope become references relative to the lease
-    /// endpoint `{api_url}/commands/leases` (§1.7); others stay as they are.
+    /// endpoint `{api_url}/commands/leases`, as the public manager serves them; others stay
+    /// as they are.
     pub(super) fn relativize(&self, envelope: &mut Envelope) {
         let relative = |url: &mut String| {
             if let Some(rest) = url.strip_prefix(&format!("{}/commands/", self.api_url)) {

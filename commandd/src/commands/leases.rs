@@ -1,4 +1,4 @@
-//! Pull delivery (§1.4): a receiver acquires leases on its target's commands, long-polling
+//! Pull delivery: a receiver acquires leases on its target's commands, long-polling
 //! until one can be leased; a lease released, or run out, leaves its command leasable again
 //! with one more attempt. A lease's owner is asked for by the manager, to authorize a release.
 
@@ -19,7 +19,7 @@ use crate::{Error, ids};
 const MAX_LEASES: u32 = 100;
 
 impl Commands {
-    /// `POST /v1/commands/leases` (§1.4); with `wait`, answers as soon as a command of the
+    /// `POST /v1/commands/leases`; with `wait`, answers as soon as a command of the
     /// target can be leased, or with no lease when the wait is over.
     pub async fn acquire(
         &self,

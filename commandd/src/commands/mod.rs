@@ -1,4 +1,4 @@
-//! The commands protocol (spec `protocols.md` §1.2–§1.8): what each call does to a command.
+//! The commands protocol (docs/compatibility.md, Commands): what each call does to a command.
 //! State and leases go through the registry ([`crate::store::registry`]), whose every write
 //! is conditional; payloads through the backend's two traits ([`crate::backend`]).
 //!
@@ -38,7 +38,8 @@ pub struct Commands {
     pub kv: Arc<dyn Kv>,
     pub blobs: Arc<dyn Blobs>,
     pub key: KeyFile,
-    /// `{base_url}/v1`: the commands base URL of §1 (`commandsUrl`).
+    /// `{base_url}/v1`: the commands base URL (`commandsUrl`) every URL we hand out starts
+    /// with.
     pub api_url: String,
     pub signals: Signals,
     /// Long polls answer at once when this is cancelled.

@@ -1,4 +1,4 @@
-//! The params and response documents (§1.6) and their bodies: a document in [`Kv`], with its
+//! The params and response documents and their bodies: a document in [`Kv`], with its
 //! body inline, or in [`Blobs`] once the document would pass [`KV_VALUE_THRESHOLD`]. Also the
 //! calls that reach them directly: the payload API, outside a command's lifecycle, and the
 //! local backend's storage URLs.
@@ -22,7 +22,8 @@ use super::Commands;
 use crate::Error;
 use crate::backend::local::check_command_id;
 
-/// A params or response document larger than this, serialized, goes to blob storage (§1.6).
+/// A params or response document larger than this, serialized, goes to blob storage, as in
+/// the public manager (its KV values have a size limit).
 const KV_VALUE_THRESHOLD: usize = 20_000;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -112,7 +113,7 @@ impl Commands {
     }
 
     /// An inline body that would make its document too large, moved to blob storage: the
-    /// reference that takes its place in the document (§1.6). A body that is not base64 is
+    /// reference that takes its place in the document. A body that is not base64 is
     /// the caller's mistake, answered with `invalid`.
     async fn spill(
         &self,

@@ -1,4 +1,4 @@
-//! A receiver's answer (§1.4): [`Commands::submit`] checks that the command waits for one;
+//! A receiver's answer: [`Commands::submit`] checks that the command waits for one;
 //! `finish` is the one terminal write of a response, for a submitted answer and for a push
 //! the worker rejected alike.
 
@@ -14,7 +14,7 @@ use crate::Error;
 use crate::store::registry::{self, Command};
 
 impl Commands {
-    /// `PUT /v1/commands/{id}/response` (§1.4).
+    /// `PUT /v1/commands/{id}/response`.
     pub async fn submit(
         &self,
         id: &str,

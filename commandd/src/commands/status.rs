@@ -1,4 +1,4 @@
-//! What a caller learns of a command (§1.4): who owns it, its state (long-polled) and its
+//! What a caller learns of a command: who owns it, its state (long-polled) and its
 //! response. Expiry is here too: an overdue command turns `EXPIRED` when it is read (lazy
 //! expiry) or when the reaper finds it, whichever comes first.
 
@@ -55,7 +55,8 @@ impl Commands {
         self.status_of(now).await
     }
 
-    /// The command, expired first if its deadline has passed (lazy expiry, §1.4).
+    /// The command, expired first if its deadline has passed (lazy expiry: a read never
+    /// shows an overdue command as live).
     async fn current(&self, id: &str) -> Result<Command, Error> {
         let command = self.get(id).await?;
         match command.deadline {

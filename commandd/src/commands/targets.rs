@@ -1,4 +1,4 @@
-//! Where a command goes (§1.3): the target the request names, or the one the deployment has,
+//! Where a command goes: the target the request names, or the one the deployment has,
 //! and whether it is pushed or pulled. Functions of the request and the deployment's facts
 //! alone, so their cases are tested here without a store.
 
@@ -7,7 +7,9 @@ use protocol::commands::{CommandTarget, DeliveryMode, TargetType};
 
 use crate::Error;
 
-/// §1.3: the reserved operator target, an explicit id, or the one target there is.
+/// The target: `operator` (reserved; the manager has refused it to every standalone token),
+/// the resource the request names, or, when it names none, the deployment's only command
+/// target. None, several without a name, or an id with a `:` is the caller's mistake.
 pub(super) fn select_target(
     deployment_id: &str,
     targets: &[CommandTarget],
@@ -43,7 +45,7 @@ pub(super) fn select_target(
     }
 }
 
-/// §1.3: containers and daemons pull; a worker pulls on Kubernetes (the operator relays) and
+/// Containers and daemons pull; a worker pulls on Kubernetes (the operator relays) and
 /// otherwise follows the deployment model.
 pub(super) fn delivery_mode(target: &CommandTarget, deployment: &DeploymentFacts) -> DeliveryMode {
     match target.resource_type {

@@ -3,11 +3,12 @@
 
 pub const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA];
 
-/// Times are Unix milliseconds. The spec's KV keys for the pending index, the deadline index,
-/// leases and idempotency keys (§1.5) are rows and indexes here, so that each of their
-/// changes is one conditional statement together with the command's state.
+/// Times are Unix milliseconds. The public manager keeps the pending index, the deadline
+/// index, leases and idempotency keys as separate KV keys (docs/compatibility.md, Commands);
+/// here they are rows and indexes, so that each of their changes is one conditional
+/// statement together with the command's state.
 const INITIAL_SCHEMA: &str = "
--- The registry (spec §1.1, §6.3's `commands`), with the lease a receiver holds. Creation
+-- The registry: one row per command, with the lease a receiver holds. Creation
 -- order is the rowid: the pending index is `commands_pending`, oldest first.
 CREATE TABLE commands (
     id TEXT PRIMARY KEY,

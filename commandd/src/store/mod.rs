@@ -1,5 +1,5 @@
 //! commandd's SQLite file, `<data>/commands/commands.db`: the command registry (the source of
-//! truth for state, attempt, target, deadline and lease, spec §1.1), idempotency keys, and
+//! truth for state, attempt, target, deadline and lease), idempotency keys, and
 //! the local backend's key-value table. This module is the only code that speaks SQL.
 //!
 //! One connection serves the process, behind a mutex, and every call runs on tokio's

@@ -1,5 +1,6 @@
 //! The command registry: every change to a command is one conditional `UPDATE` whose changed
-//! row count says whether it happened (spec §1.2, §9). Terminal states never change.
+//! row count says whether it happened, so two racing transitions never both win. Terminal
+//! states (`SUCCEEDED`, `FAILED`, `EXPIRED`) never change.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 

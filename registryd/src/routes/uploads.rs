@@ -91,7 +91,7 @@ pub async fn start(
 
 /// `?mount=<digest>&from=<name>`: links a blob `from` may read into `name`. `None` when the
 /// mount cannot be done (bad arguments, no such blob there): the caller starts an upload
-/// instead, as the spec asks. Without `from` nothing is mounted: that would let anyone who
+/// instead, as the distribution spec asks. Without `from` nothing is mounted: that would let anyone who
 /// knows a digest read it, past the manager's per-repository checks.
 async fn mount(registry: &Registry, name: &Name, query: &Query) -> Result<Option<Response>, Error> {
     let (Some(digest), Some(from)) = (query.get("mount"), query.get("from")) else {
