@@ -15,7 +15,7 @@ use plumbing::clock;
 use protocol::commands::signing;
 use protocol::commands::{BlobKind, Operation, PresignedBackend, PresignedRequest};
 
-use super::{Blobs, BoxFuture, Kv, blob_path};
+use super::{Blobs, BoxFuture, Kv, blob_path, check_command_id, is_command_id};
 use crate::Error;
 use crate::key::KeyFile;
 use crate::store::Db;
@@ -96,26 +96,6 @@ impl LocalBlobs {
     /// caller, so they never climb out of the directory.
     fn file(&self, command_id: &str, kind: BlobKind) -> PathBuf {
         self.inner.root.join(command_id).join(kind.as_str())
-    }
-}
-
-/// A command id as we make them, so that it is a safe file name.
-fn is_command_id(id: &str) -> bool {
-    id.strip_prefix("cmd_").is_some_and(|rest| {
-        !rest.is_empty()
-            && rest.len() <= 64
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    })
-}
-
-/// A write under anything but a command id is refused: see [`is_command_id`].
-pub fn check_command_id(id: &str) -> Result<(), Error> {
-    if is_command_id(id) {
-        Ok(())
-    } else {
-        Err(Error::BadRequest(format!("not a command id: {id:?}")))
     }
 }
 

@@ -44,8 +44,29 @@ pub trait Blobs: Send + Sync + Debug {
     ) -> BoxFuture<'a, PresignedRequest>;
 }
 
-/// The storage path of a body: `<commandId>/params` or `<commandId>/response`, the same
+/// The storage path of a body, `arc/commands/<commandId>/<params|response>`, the same
 /// layout whatever the backend.
 pub fn blob_path(command_id: &str, kind: BlobKind) -> String {
     format!("arc/commands/{command_id}/{}", kind.as_str())
+}
+
+/// A command id as we make them, so that it is a safe file name and storage key in any
+/// backend.
+pub fn is_command_id(id: &str) -> bool {
+    id.strip_prefix("cmd_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 64
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// A write under anything but a command id is refused: see [`is_command_id`].
+pub fn check_command_id(id: &str) -> Result<(), Error> {
+    if is_command_id(id) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!("not a command id: {id:?}")))
+    }
 }

@@ -20,7 +20,7 @@ use protocol::commands::{
 
 use super::Commands;
 use crate::Error;
-use crate::backend::local::check_command_id;
+use crate::backend::check_command_id;
 
 /// A params or response document larger than this, serialized, goes to blob storage, as in
 /// the public manager (its KV values have a size limit).

@@ -205,7 +205,8 @@ impl Queue {
         answer.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// [`Queue::push`] for a caller outside the runtime.
+    /// [`Queue::push`] for the tests, which run outside the runtime.
+    #[cfg(test)]
     pub fn push_blocking(&self, payload: Vec<u8>, items: u32) -> Result<(), QueueError> {
         let answer = self.hand_over(payload, items)?;
         answer.blocking_recv().map_err(|_| QueueError::Closed)?
