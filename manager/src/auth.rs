@@ -1,10 +1,10 @@
-//! Who is calling (spec §1.5, §2.1): the `Authorization` header, the token it carries, and
-//! the subject that token stands for.
+//! Who is calling (docs/compatibility.md, Conventions and Tokens): the `Authorization` header,
+//! the token it carries, and the subject that token stands for.
 //!
 //! A handler without a body takes a [`Subject`] argument; the request is refused with 401
 //! before the handler runs when there is none. A handler with a body takes a [`Caller`]
 //! and authenticates it after reading the body, because the public manager reports a bad
-//! body before a missing token (spec §1.4).
+//! body before a missing token.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderValue;
@@ -28,7 +28,7 @@ pub struct Subject {
     pub scope: Scope,
 }
 
-/// Serialized in the platform's dotted form, which the CLI parses (spec §3.1).
+/// Serialized in the platform's dotted form, which the CLI parses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Role {
     #[serde(rename = "workspace.admin")]
@@ -151,7 +151,8 @@ pub async fn authenticate(store: &Store, token: String) -> Result<Subject, Error
     Ok(subject(record))
 }
 
-/// Spec §2.1, with its fallbacks for a token that lost its binding.
+/// What a token stands for, by its kind and binding, with the public manager's fallbacks for
+/// a token that lost its binding.
 fn subject(record: TokenRecord) -> Subject {
     let project_id = || DEFAULT_PROJECT.to_owned();
     let (role, scope) = match (

@@ -1,4 +1,5 @@
-//! Who may do what (spec §2.4), as one table: each operation and role has a [`Rule`], and
+//! Who may do what, as one table: the public manager's standalone policy
+//! (docs/compatibility.md, Who may call what). Each operation and role has a [`Rule`], and
 //! [`authorize`] applies it to a subject and the record it acts on. Handlers load the record
 //! first (404 before 403) and then ask here.
 
@@ -70,7 +71,8 @@ pub enum Target<'a> {
 }
 
 impl Op {
-    /// The 403 reason when a rule refuses (spec §2.4 and §3).
+    /// The 403 reason when a rule refuses: the public manager's words, or ours where we could
+    /// not learn them (docs/compatibility.md, Other choices of ours).
     pub fn reason(self) -> &'static str {
         match self {
             Op::ManageTokens
@@ -163,7 +165,7 @@ pub fn rule(op: Op, role: Role) -> Rule {
     }
 }
 
-/// Whether `subject` may do `op` on `target`; 403 with the spec's reason if not.
+/// Whether `subject` may do `op` on `target`; 403 with the rule's reason if not.
 pub fn authorize(subject: &Subject, op: Op, target: Target<'_>) -> Result<(), Error> {
     let allowed = match rule(op, subject.role) {
         Rule::Allow => true,
@@ -253,7 +255,7 @@ mod tests {
     };
 
     #[test]
-    fn the_matrix_of_spec_2_4() {
+    fn the_matrix_of_the_standalone_policy() {
         use Op::*;
         // (operation, target, admin, own group's token, other group's token, own deployment's
         // token, other deployment's token); Ok(()) or the 403 reason.

@@ -1,5 +1,6 @@
-//! The first admin token (spec §2.3, as `alien serve` does it): the database is the source of
-//! truth, and the raw token is shown once, on stdout, never in the log.
+//! The first admin token, as the public `alien serve` makes it (docs/compatibility.md,
+//! Tokens): the database is the source of truth, and the raw token is shown once, on stdout,
+//! never in the log.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

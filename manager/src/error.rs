@@ -14,11 +14,13 @@ use crate::daemons::DaemonError;
 use tracing::{error, warn};
 
 /// What a handler can fail with. The variants up to [`Error::PlainText`] are answers to the
-/// client, each with the code, status and context keys of spec §1.3/§1.4; the rest are
-/// internal failures, logged and answered as `GENERIC_ERROR`/500.
+/// client, each with the public manager's code, status and context keys
+/// (docs/compatibility.md, Conventions and Input errors); the rest are internal failures,
+/// logged and answered as `GENERIC_ERROR`/500.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request carries no credential we accept. The reason is the wire message of spec §1.5.
+    /// The request carries no credential we accept. The reason is the public manager's 401
+    /// message (docs/compatibility.md, Conventions).
     #[error("{0}")]
     Unauthorized(&'static str),
 
@@ -37,8 +39,8 @@ pub enum Error {
     #[error("Release '{release_id}' not found")]
     ReleaseNotFound { release_id: String },
 
-    /// The public manager answers this with a 500 (spec §3.2); an unknown id is the
-    /// client's mistake, so ours is a 404.
+    /// The public manager answers this with a 500; an unknown id is the client's mistake, so
+    /// ours is a 404.
     #[error("Token {token_id} not found")]
     TokenNotFound { token_id: String },
 
@@ -117,7 +119,7 @@ pub enum Error {
         retry_after_secs: u64,
     },
 
-    /// The few answers the public manager gives as `text/plain` (spec §3.15).
+    /// The few answers the public manager gives as `text/plain` (`GET /v1/build-config`'s).
     #[error("{message}")]
     PlainText { status: StatusCode, message: String },
 
@@ -381,7 +383,7 @@ impl IntoResponse for Error {
     }
 }
 
-/// What `/v2` answers when the manager answers itself rather than registryd (spec §3.14):
+/// What `/v2` answers when the manager answers itself rather than registryd:
 /// the distribution spec's body `{"errors":[{"code","message","detail":null}]}`, not the
 /// envelope, with `WWW-Authenticate: Basic realm="alien-manager"` on a 401 so that a registry
 /// client knows to send its credentials.

@@ -1,7 +1,7 @@
 //! The extractors of request bodies, paths and queries. axum's own answer a bad request in
 //! plain text; the public manager's clients parse errors as the JSON envelope, so every
-//! rejection here is an [`Error`], for bodies with the statuses of spec §1.4 and a message
-//! that names the offending field.
+//! rejection here is an [`Error`], for bodies with the public manager's statuses and a
+//! message that names the offending field (docs/compatibility.md, Input errors).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -14,8 +14,8 @@ use serde_json::error::Category;
 
 use crate::Error;
 
-/// The public manager's limit on request bodies (axum's default, spec §0), set explicitly so
-/// that it does not move with axum.
+/// The public manager's limit on request bodies (axum's default), set explicitly so that it
+/// does not move with axum.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// A request body parsed as `T`.

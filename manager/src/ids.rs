@@ -1,4 +1,4 @@
-//! Record ids in the public manager's nanoid format, `{prefix}_{28 chars}` (spec §1.1).
+//! Record ids in the public manager's nanoid format, `{prefix}_{28 chars}`.
 
 use crate::Error;
 

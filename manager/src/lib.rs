@@ -32,7 +32,7 @@ use tracing::warn;
 pub use error::Error;
 pub use start_error::StartError;
 
-/// The one workspace and the one project of a standalone manager (spec §0).
+/// The one workspace and the one project of a standalone manager.
 const DEFAULT_WORKSPACE: &str = "default";
 const DEFAULT_PROJECT: &str = "default";
 
@@ -63,7 +63,7 @@ pub async fn run(
     .await?;
     // Locks are not cleared here, unlike the public manager: no loop of ours holds any, and
     // a push client's lease must survive a restart of the manager. A lock whose holder died
-    // is broken by the next acquire after five minutes (spec §5.3).
+    // is broken by the next acquire after five minutes.
     let daemons = daemons::Daemons::new(&ctx.data);
     let state = state::AppState {
         store,

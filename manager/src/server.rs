@@ -29,7 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/releases", post(releases::create).get(releases::list))
-        // Before `{id}` in the spec's words; axum prefers the literal segment regardless.
+        // `latest` is no release id: axum prefers the literal segment to `{id}` in any order.
         .route("/v1/releases/latest", get(releases::latest))
         .route("/v1/releases/{id}", get(releases::get))
         .route(

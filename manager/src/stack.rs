@@ -1,6 +1,7 @@
-//! The structural check of a release's stack (spec §4.1). The engine's typed `Stack` is not
-//! part of the OpenAPI document, so this checks what the manager and its clients rely on and
-//! leaves the rest to the engine; the stack is stored as the client sent it.
+//! The structural check of a release's stack (docs/compatibility.md, Stacks and settings). The
+//! engine's typed `Stack` is not part of the OpenAPI document, so this checks what the manager
+//! and its clients rely on and leaves the rest to the engine; the stack is stored as the
+//! client sent it.
 
 /// The resource types the engine knows, as the OpenAPI document lists them (the variants of
 /// `ResourceHeartbeatData`). The public manager refuses a stack with any other type.

@@ -1,5 +1,5 @@
-//! Raw bearer tokens (spec §2.1): their kinds, how they are made, and the only forms of them
-//! that are ever stored, the SHA-256 hash and the 12-character prefix.
+//! Raw bearer tokens (docs/compatibility.md, Tokens): their kinds, how they are made, and the
+//! only forms of them that are ever stored, the SHA-256 hash and the 12-character prefix.
 
 use std::fmt;
 

@@ -17,7 +17,8 @@ pub fn now_secs() -> i64 {
     now_ms() / 1000
 }
 
-/// `2026-01-02T03:04:05.123Z`: records serialized as they are carry `Z` (spec §1.2).
+/// `2026-01-02T03:04:05.123Z`: records serialized as they are carry `Z`, as the public
+/// manager's do.
 pub fn rfc3339(ms: i64) -> String {
     let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);

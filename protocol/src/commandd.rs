@@ -30,8 +30,8 @@ use crate::commands::{
     UploadCompleteRequest,
 };
 
-/// The reserved target of the operator itself (§1.3): only callers with the operations
-/// capability, which no standalone token has, may address it.
+/// The reserved target of the operator itself: only callers with the operations capability,
+/// which no standalone token has, may address it.
 pub const OPERATOR_TARGET: &str = "operator";
 
 /// The longest `waitSeconds` a long poll may ask for; more is cut to this.
@@ -59,13 +59,13 @@ pub struct DeploymentFacts {
     /// `stackSettings.deploymentModel`, push when the settings leave it out.
     pub deployment_model: DeliveryMode,
     /// The command-capable resources of the current release's stack for the platform, in
-    /// declaration order (§1.3); empty without a current release.
+    /// declaration order; empty without a current release.
     pub targets: Vec<CommandTarget>,
-    /// What the stack state says of each worker, for push delivery (§1.8).
+    /// What the stack state says of each worker, for push delivery.
     #[serde(default)]
     pub workers: BTreeMap<String, WorkerFacts>,
     /// The deployment's own token, which a pushed command carries as its bearer: the local
-    /// runtime accepts nothing else (§1.8).
+    /// runtime accepts nothing else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_token: Option<Secret>,
 }

@@ -1,6 +1,5 @@
-//! A client for the manager's HTTP API (spec `manager-api.md` §3) and the fixtures the API
-//! tests build on: deployment groups, deployments and releases made through the API itself,
-//! as a user would make them.
+//! A client for the manager's HTTP API and the fixtures the API tests build on: deployment
+//! groups, deployments and releases made through the API itself, as a user would make them.
 //!
 //! Every test starts its own [`Api`] (one `alien serve`): start-up takes milliseconds, and a
 //! server kept in a `static` would outlive the test binary, since statics are never dropped.
@@ -19,11 +18,11 @@ const HEALTHY: Duration = Duration::from_secs(30);
 /// A request that takes longer than this is a hang, not a slow answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The synthetic ids the manager puts in deployment and deployment-group responses (§1.1).
+/// The synthetic ids the manager puts in deployment and deployment-group responses.
 pub const PROJECT_ID: &str = "prj_standalone000000000000000000";
 pub const WORKSPACE_ID: &str = "ws_standalone00000000000000";
 
-/// Every deployment status (§4.3).
+/// Every deployment status.
 pub const STATUSES: [&str; 19] = [
     "pending",
     "preflights-failed",
@@ -74,7 +73,7 @@ pub fn release_body(platforms: &[&str]) -> Value {
     json!({"projectId": "default", "stack": stacks})
 }
 
-/// A `DeploymentState` (§4.2) with `status` on `platform`.
+/// A `DeploymentState` with `status` on `platform`.
 pub fn state(status: &str, platform: &str) -> Value {
     json!({"status": status, "platform": platform, "protocolVersion": 1})
 }
@@ -99,7 +98,7 @@ impl Auth {
         Auth::Bearer(token.to_owned())
     }
 
-    /// `Basic` with `credential` (`user:token`, or the token alone) base64-encoded (§1.5).
+    /// `Basic` with `credential` (`user:token`, or the token alone) base64-encoded.
     pub fn basic(credential: &str) -> Auth {
         Auth::Header(format!("Basic {}", base64(credential.as_bytes())))
     }
@@ -202,7 +201,7 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
-    /// The `code` of an error envelope (§1.3), if the body is one.
+    /// The `code` of an error envelope, if the body is one.
     pub fn code(&self) -> Option<String> {
         self.json()
             .get("code")
@@ -224,7 +223,8 @@ impl Reply {
     }
 }
 
-/// `Some(problem)` when `value` is not an error envelope of spec §1.3 with this HTTP status.
+/// `Some(problem)` when `value` is not an error envelope (docs/compatibility.md, Conventions)
+/// with this HTTP status.
 pub fn envelope_problem(value: &Value, status: u16) -> Option<String> {
     let Some(object) = value.as_object() else {
         return Some("body is not a JSON object".into());
@@ -284,7 +284,7 @@ pub struct NewDeployment {
 
 impl NewDeployment {
     /// A local deployment in the pull model: the manager's own deployment loop never touches
-    /// it (§5.2), so only the test moves it from status to status.
+    /// it, so only the test moves it from status to status.
     pub fn pull() -> NewDeployment {
         NewDeployment {
             platform: "local",
@@ -542,7 +542,8 @@ impl Api {
         acquired_ids(&reply)
     }
 
-    /// The token record of `raw` in `GET /v1/tokens`, found by its key prefix (§2.1).
+    /// The token record of `raw` in `GET /v1/tokens`, found by its key prefix (the first 12
+    /// characters, all that is stored of a token besides its hash).
     pub fn token_record(&self, raw: &str) -> Value {
         let prefix: String = raw.chars().take(12).collect();
         let tokens = self.expect(&Request::get("/v1/tokens").auth(self.admin()), 200);
@@ -600,7 +601,7 @@ pub fn keys(value: &Value) -> Vec<String> {
     keys
 }
 
-/// `id` is `{prefix}` and 28 characters of `[0-9a-z]`, as the manager's nanoids are (§1.1).
+/// `id` is `{prefix}` and 28 characters of `[0-9a-z]`, as the manager's nanoids are.
 pub fn is_lowercase_id(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix).is_some_and(|rest| {
         rest.len() == 28

@@ -1,8 +1,8 @@
-//! The commands protocol from both ends (spec `protocols.md` §1): fixtures that make a
-//! deployment able to receive commands, an invoker's calls, and a deployment-side receiver
+//! The commands protocol from both ends (docs/compatibility.md, Commands): fixtures that make
+//! a deployment able to receive commands, an invoker's calls, and a deployment-side receiver
 //! that behaves as the public agents do: it leases with the deployment token, resolves the
-//! envelope's URLs against the lease URL it called, uploads large responses to the
-//! envelope's storage request and submits with the signed URL and no bearer.
+//! envelope's URLs against the lease URL it called, uploads large responses to the envelope's
+//! storage request and submits with the signed URL and no bearer.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -85,7 +85,7 @@ impl Target {
     }
 
     /// Reports the fixture's state again: a release made since moved every running
-    /// deployment to `update-pending` (spec §3.3).
+    /// deployment to `update-pending`.
     pub fn report(&self, api: &Api) {
         api.reconcile_as("commands-fixture", &self.deployment, self.state.clone());
     }
@@ -198,7 +198,8 @@ pub fn http(
     (status, body)
 }
 
-/// A presigned request (§1.6) carried out with `body`, its URL resolved against `base`.
+/// A presigned request (a storage URL of an envelope or an upload answer) carried out with
+/// `body`, its URL resolved against `base`.
 pub fn presigned(request: &Value, base: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     let backend = &request["backend"];
     assert_eq!(backend["type"], "http", "{request}");

@@ -1,6 +1,6 @@
 //! What the registry tests share: an OCI distribution client for the manager's public `/v2`
-//! (spec `protocols.md` §4, `manager-api.md` §3.14), the images and blobs they push, and the
-//! outside clients they drive (skopeo from Debian, oras from PyPI).
+//! (docs/compatibility.md, Registry proxy), the images and blobs they push, and the outside
+//! clients they drive (skopeo from Debian, oras from PyPI).
 //!
 //! Everything goes through the manager's public port, as a registry client would: the
 //! manager authenticates and forwards to registryd over its Unix socket. `Location`s come
@@ -20,8 +20,9 @@ use crate::api::{Api, base64, shorten};
 /// socket, forwarded). One place, so that the tests follow the route wherever it settles.
 pub const GC_ROUTE: &str = "/v1/registry/gc";
 
-/// The embedded registry's repository prefix (§4.1, §4.3): every name the tests push lives
-/// under it, so that the proxy's routing table sends it to registryd.
+/// The embedded registry's repository prefix, which `GET /v1/build-config?platform=local`
+/// names: every name the tests push lives under it, so that the proxy's routing table sends
+/// it to registryd.
 pub const REPOSITORY: &str = "artifacts/default";
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -48,7 +49,7 @@ impl Cred {
         Cred(Some(format!("Bearer {token}")))
     }
 
-    /// `Basic user:token`, as registry clients send it (§0: the user part is ignored).
+    /// `Basic user:token`, as registry clients send it (the user part is ignored).
     pub fn basic(user: &str, token: &str) -> Cred {
         Cred(Some(format!(
             "Basic {}",
@@ -326,8 +327,8 @@ impl Oci {
         location(&reply)
     }
 
-    /// A blob pushed as `POST` then a monolithic `PUT ?digest=`, as the CLI pushes (§4.5),
-    /// which must succeed; the blob's digest.
+    /// A blob pushed as `POST` then a monolithic `PUT ?digest=`, as the CLI pushes, which must
+    /// succeed; the blob's digest.
     pub fn push_blob(&self, repo: &str, blob: &[u8], cred: &Cred) -> String {
         let digest = sha256(blob);
         let session = self.start_upload(repo, cred);

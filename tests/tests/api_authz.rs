@@ -1,10 +1,11 @@
-//! The authorization matrix of spec §2.4, route by route: every route in scope called by each
-//! kind of caller, with the status (and for refusals the error) the spec gives.
+//! The authorization matrix (`manager::authz`, docs/compatibility.md, Who may call what),
+//! route by route: every route in scope called by each kind of caller, with the status (and
+//! for refusals the error) the public manager gives.
 //!
 //! Callers: the admin; a deployment-group token of the target's group and one of another
 //! group; the target deployment's own token and the token of another deployment *of the same
 //! group* (so that an implementation checking the group instead of the deployment is caught);
-//! a revoked token; no header; and three malformed headers (§1.5).
+//! a revoked token; no header; and three malformed headers.
 //!
 //! Each cell runs against a fresh [`World`], so that a caller that succeeds (a delete, a lease)
 //! cannot change what the next one sees.
@@ -113,7 +114,7 @@ struct Route {
     want: [Want; 5],
 }
 
-/// What callers without a valid token get from every `/v1` route (§1.5).
+/// What callers without a valid token get from every `/v1` route.
 fn unauthenticated(caller: Caller) -> Option<Want> {
     Some(match caller {
         Caller::Revoked => Want::Unauthorized("Invalid token"),
@@ -302,7 +303,7 @@ matrix! {
         Request::post_empty(format!("/v1/deployment-groups/{}/tokens", w.group.id))
     } => admin_only(200, "Cannot mint tokens for this deployment group");
 
-    // A group token creates in its own group whatever the body names (§3.5).
+    // A group token creates in its own group whatever the body names.
     create_deployment: |_, w| Request::post(
         "/v1/deployments",
         json!({
@@ -345,7 +346,7 @@ matrix! {
         => group_or_self(Allowed(200), "Cannot redeploy");
 
     // A group token registers (201), the admin gets the newest deployment and a deployment
-    // token its own deployment (200) (§3.7).
+    // token its own deployment (200).
     initialize: |_, _| Request::post(
         "/v1/initialize",
         json!({
@@ -391,7 +392,7 @@ matrix! {
         => group_or_self(Allowed(200), "");
 
     // Group tokens only; past authorization the import is refused because the latest
-    // release has no `aws` stack (§3.9).
+    // release has no `aws` stack.
     stack_import: |_, w| Request::post("/v1/stack/import", stack_import_body(w))
         => [
             Forbidden("Stack import requires a deployment-group-scoped token"),
@@ -401,13 +402,13 @@ matrix! {
             Forbidden("Stack import requires a deployment-group-scoped token"),
         ];
 
-    // Past authorization: the deployment has no current release (§3.10).
+    // Past authorization: the deployment has no current release to mint for.
     mint_credentials: |_, w| Request::post(
         "/v1/credentials/mint",
         json!({"deploymentId": w.deployment.id, "resourceId": "api", "bindingName": "api-sa"}),
     ) => group_or_self(Refused(400), "");
 
-    // Past authorization: remote bindings are for cloud platforms only (§3.11).
+    // Past authorization: remote bindings are for cloud platforms only.
     resolve_binding: |_, w| Request::post(
         "/v1/bindings/resolve",
         json!({"deploymentId": w.deployment.id, "resourceId": "api"}),

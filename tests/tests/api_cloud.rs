@@ -1,7 +1,7 @@
-//! The routes that need a cloud account or setup artifacts (spec §3.9 stack import, §3.10
-//! credential minting, §3.11 binding resolution): every error the spec lists before the
-//! provider-specific part, and past it the spec's error for an unsupported platform, a 4xx
-//! with an error envelope and never a 500.
+//! The routes that need a cloud account or setup artifacts (stack import, credential minting,
+//! binding resolution; docs/compatibility.md, Calls that need a cloud): every error the public
+//! manager gives before the provider-specific part, and past it a 400 naming the unsupported
+//! platform, with an error envelope and never a 500.
 
 use e2e::api::{
     Api, Deployment, Group, NewDeployment, Reply, Request, envelope_problem, state, string, unique,
@@ -117,8 +117,8 @@ fn minting_checks_the_deployment_and_its_release_first() {
 }
 
 /// Past its checks, minting needs the platform's credentials: the local platform may answer
-/// with the local client config (§3.10) or refuse; a cloud platform without a configured
-/// provider refuses with a 4xx, never a 500.
+/// with the local client config or refuse; a cloud platform without a configured provider
+/// refuses with a 4xx, never a 500.
 #[test]
 fn minting_for_a_platform_without_credentials_is_refused() {
     let api = Api::start();
@@ -211,7 +211,7 @@ fn import(group: &Group, platform: &str) -> Value {
     })
 }
 
-/// §3.9 validations, then the platform's importer, which this manager does not have.
+/// Stack import's own checks, then the platform's importer, which this manager does not have.
 #[test]
 fn stack_import_is_validated_then_refused() {
     let api = Api::start();

@@ -1,5 +1,5 @@
-//! Deployment groups (spec §3.4), deployments and their lifecycle endpoints (§3.5, §5.7) and
-//! agent bootstrap (§3.7).
+//! Deployment groups, deployments and their lifecycle endpoints, and agent bootstrap
+//! (docs/compatibility.md, Releases, groups and deployments).
 
 use e2e::api::{
     Api, Auth, Deployment, NewDeployment, PROJECT_ID, Request, STATUSES, WORKSPACE_ID,
@@ -341,7 +341,7 @@ fn a_new_deployment_desires_the_latest_release() {
         api.deployment(&after.id)["desiredReleaseId"],
         latest.as_str()
     );
-    // Pending deployments created before any release are not given one later (§8).
+    // Pending deployments created before any release are not given one later.
     assert!(api.deployment(&before.id).get("desiredReleaseId").is_none());
 }
 
@@ -386,7 +386,7 @@ fn resource_prefixes_are_validated() {
     }
 }
 
-/// §3.5 step 7: cloud platforms are push only, kubernetes is always pull, local as asked.
+/// Cloud platforms are push only, kubernetes is always pull, local as asked.
 #[test]
 fn the_deployment_model_follows_the_platform() {
     let api = Api::start();
@@ -659,7 +659,7 @@ fn info_lists_resources_and_their_public_endpoints() {
 
 // ---- lifecycle ----
 
-/// §3.5 retry: allowed from the six manual-retry statuses only.
+/// Retry: allowed from the six retryable failures only.
 #[test]
 fn retry_is_allowed_from_the_failed_statuses_only() {
     let api = Api::start();
@@ -733,7 +733,7 @@ fn redeploy_sets_update_pending_from_any_status() {
     }
 }
 
-/// §3.5 delete `cleanup`, status by status.
+/// Delete with `cleanup`, status by status.
 #[test]
 fn cleanup_marks_delete_pending_except_while_deleting_or_tearing_down() {
     let api = Api::start();

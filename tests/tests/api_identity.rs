@@ -1,5 +1,5 @@
-//! Health, identity and tokens (spec §3.1, §3.2, §1.5), build config and platforms (§3.15),
-//! and the framework's answers to unknown paths and methods (§0).
+//! Health, identity and tokens, build config and platforms, and the framework's answers to
+//! unknown paths and methods (docs/compatibility.md, Conventions and Tokens).
 
 use e2e::api::{Api, Auth, NewDeployment, Request, envelope_problem, is_lowercase_id, string};
 use serde_json::{Value, json};
@@ -53,7 +53,7 @@ fn whoami_describes_each_kind_of_token() {
     }
 }
 
-/// Basic auth carries the token as the password, or as the whole credential (§1.5).
+/// Basic auth carries the token as the password, or as the whole credential.
 #[test]
 fn basic_auth_carries_the_token() {
     let api = Api::start();
@@ -76,7 +76,7 @@ fn basic_auth_carries_the_token() {
     assert_eq!(reply.message().as_deref(), Some("Invalid token"));
 }
 
-/// §1.5 row by row: the header and the 401 message it earns.
+/// Each unusable `Authorization` header and the 401 message it earns.
 #[test]
 fn unusable_authorization_headers_are_401_with_the_reason() {
     let api = Api::start();
@@ -229,7 +229,7 @@ fn a_deleted_token_stops_working_and_cannot_be_deleted_again() {
         !tokens.to_string().contains(&id),
         "deleted token still listed: {tokens}"
     );
-    // Our fix over the public manager's 500 (§3.2): an unknown id is not found.
+    // Our fix over the public manager's 500: an unknown id is not found.
     for unknown in [id.as_str(), "tok_doesnotexist0000000000000000", "nope"] {
         let request = Request::delete(format!("/v1/tokens/{unknown}")).auth(api.admin());
         let reply = api.send(&request);
@@ -238,7 +238,7 @@ fn a_deleted_token_stops_working_and_cannot_be_deleted_again() {
     }
 }
 
-/// No self-deletion protection (§3.2): the admin can revoke its own token.
+/// No self-deletion protection, as in the public manager: the admin can revoke its own token.
 #[test]
 fn the_admin_can_delete_its_own_token() {
     let api = Api::start();

@@ -1,6 +1,6 @@
-//! Client mistakes in request bodies, paths and queries (spec §1.4, §0): each is refused with
-//! the status the spec gives and a message naming the offending field, and none is ever
-//! answered with a 500.
+//! Client mistakes in request bodies, paths and queries: each is refused with the public
+//! manager's status and a message naming the offending field (docs/compatibility.md, Input
+//! errors), and none is ever answered with a 500.
 
 use e2e::api::{
     Api, Auth, Body, Deployment, Group, NewDeployment, Request, envelope_problem, release_body,
@@ -8,7 +8,7 @@ use e2e::api::{
 };
 use serde_json::{Value, json};
 
-/// axum's default body limit, kept by the public manager (§0).
+/// axum's default body limit, kept by the public manager.
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// What the routes below act on.
@@ -30,8 +30,8 @@ struct Route {
     wrong: &'static [WrongValue],
     /// Unknown fields are refused (`deny_unknown_fields`), not ignored.
     denies_unknown: bool,
-    /// The body is read as bytes and parsed by the handler (stack import, §3.9): shape errors
-    /// are 400, and no content type is required.
+    /// The body is read as bytes and parsed by the handler (stack import): shape errors are
+    /// 400, and no content type is required.
     raw: bool,
 }
 
@@ -372,7 +372,7 @@ fn unknown_fields_are_refused_by_name_where_the_spec_denies_them() {
     });
 }
 
-/// Extraction precedes authentication (§1.4): a bad body without a token is a body error.
+/// Extraction precedes authentication: a bad body without a token is a body error.
 #[test]
 fn body_errors_come_before_authentication() {
     for_every_route(|api, world, route| {
@@ -390,7 +390,8 @@ fn body_errors_come_before_authentication() {
     });
 }
 
-/// §3.9: the import format version is checked first, before authentication.
+/// Stack import checks its format version first, before authentication, so that a setup
+/// package from an incompatible CLI is told so whoever runs it.
 #[test]
 fn stack_import_checks_its_format_version_first() {
     let api = Api::start();

@@ -1,5 +1,5 @@
-//! Releases (spec §3.3, §4.1): creation, reading, and what a new release does to the
-//! deployments (§5.7).
+//! Releases (docs/compatibility.md, Releases, groups and deployments): creation, reading, and
+//! what a new release does to the deployments.
 
 use e2e::api::{Api, NewDeployment, Request, STATUSES, keys, release_body, stack, state, string};
 use serde_json::{Value, json};
@@ -222,8 +222,8 @@ fn missing_releases_are_404_release_not_found() {
     assert_eq!(body["context"], json!({"release_id": "rel_doesnotexist"}));
 }
 
-/// §3.3 effects: every deployment `running`, `update-failed` or `refresh-failed` (any
-/// platform) moves to `update-pending` with the new release desired; no other is touched.
+/// What a new release does: every deployment `running`, `update-failed` or `refresh-failed`
+/// (any platform) moves to `update-pending` with the new release desired; no other is touched.
 #[test]
 fn a_new_release_moves_running_and_failed_updates_to_update_pending() {
     let api = Api::start();

@@ -3,7 +3,7 @@
 //! error, and every documented response matches its schema.
 //!
 //! `status_code_conformance` is not checked: the document lists only success codes for most
-//! operations (e.g. `POST /v1/releases` documents 201 alone), while the spec it describes
+//! operations (e.g. `POST /v1/releases` documents 201 alone), while the manager it describes
 //! answers 400/404/409/422 to requests it refuses, which generated data is full of.
 //!
 //! schemathesis comes from PyPI: `tests/schemathesis/install.sh` (run by `.ci/run`) puts it

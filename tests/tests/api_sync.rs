@@ -1,6 +1,6 @@
-//! The deployment-loop coordination API (spec §3.8): leases (§5.3), reconcile persistence
-//! (§5.4) and the agent's pull sync, including the two races the spec rules out: two agents
-//! both winning a lease, and a reconcile overwriting a pending delete.
+//! The deployment-loop coordination API (docs/compatibility.md, Deployment lifecycle): leases,
+//! reconcile persistence and the agent's pull sync, including the two races the rules exclude:
+//! two agents both winning a lease, and a reconcile overwriting a pending delete.
 
 use std::sync::Barrier;
 
@@ -171,8 +171,8 @@ fn the_acquired_record_has_the_wire_shape_without_the_token() {
     );
 }
 
-/// §5.3 candidate selection, status by status, without and with an explicit status filter
-/// and with and without a retry request.
+/// Which deployments an acquire takes, status by status, without and with an explicit status
+/// filter and with and without a retry request.
 #[test]
 fn acquire_selects_by_status_and_retry_flag() {
     let api = Api::start();
@@ -475,8 +475,8 @@ fn reconcile_records_the_headline_error() {
     assert!(api.deployment(&deployment.id).get("error").is_none());
 }
 
-/// §5.4: a retry request survives a report of the same failure that does not carry it, and
-/// is dropped once the report moves on.
+/// A retry request survives a report of the same failure that does not carry it, and is
+/// dropped once the report moves on.
 #[test]
 fn reconcile_keeps_a_pending_retry_request() {
     let api = Api::start();
@@ -520,7 +520,8 @@ fn reconcile_preserves_recorded_gate_answers() {
     );
 }
 
-/// §5.4 status rule, every pair of (recorded status while deleting, reported status).
+/// A report writes its status unless a deletion is under way and the report does not move it
+/// on: every pair of (recorded status while deleting, reported status).
 #[test]
 fn a_reconcile_never_overwrites_a_pending_delete() {
     let api = Api::start();
@@ -656,8 +657,8 @@ fn sync_without_a_release_has_no_target() {
     );
 }
 
-/// §3.8 `/v1/sync` step 2: a stale report while deleting, and a blank report over an
-/// authoritative record, are ignored and answered with the record's state.
+/// `/v1/sync`: a stale report while deleting, and a blank report over an authoritative record,
+/// are ignored and answered with the record's state.
 #[test]
 fn sync_ignores_stale_and_blank_reports() {
     let api = Api::start();

@@ -1,5 +1,5 @@
-//! Every error of spec protocols.md §1.2–§1.4 and the commands rows of manager-api.md §2.4,
-//! each a row: the request, the status and the code.
+//! Every error of the commands API, its states and who may call it (docs/compatibility.md,
+//! Commands; `manager::authz`), each a row: the request, the status and the code.
 
 use e2e::api::{Api, Auth, NewDeployment, Request, string};
 use e2e::commands::{Receiver, Target, create_body, http};

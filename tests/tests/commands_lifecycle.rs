@@ -1,5 +1,5 @@
-//! The commands protocol end to end (spec protocols.md §1): an invoker with the admin token
-//! and a receiver with the deployment token, as the public CLI and agents use them.
+//! The commands protocol end to end: an invoker with the admin token and a receiver with the
+//! deployment token, as the public CLI and agents use them (docs/compatibility.md, Commands).
 
 use std::time::Duration;
 

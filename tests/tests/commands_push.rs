@@ -1,6 +1,6 @@
-//! Push delivery to a local Worker (spec protocols.md §1.8): DISPATCHED before the send, only
-//! a 202 counts, a definite rejection fails the command with DELIVERY_FAILED, an ambiguous
-//! failure leaves it DISPATCHED.
+//! Push delivery to a local Worker (docs/compatibility.md, Commands): DISPATCHED before the
+//! send, only a 202 counts, a definite rejection fails the command with DELIVERY_FAILED, an
+//! ambiguous failure leaves it DISPATCHED.
 
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ fn a_202_delivers_and_the_worker_answers_through_the_signed_url() {
     let pushes = endpoint.pushes();
     assert_eq!(pushes.len(), 1);
     let (authorization, envelope) = &pushes[0];
-    // The runtime accepts a push only with the deployment's own token (§1.8).
+    // The runtime accepts a push only with the deployment's own token.
     assert_eq!(
         authorization.as_deref(),
         Some(format!("Bearer {}", target.deployment.token).as_str())

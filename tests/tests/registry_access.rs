@@ -1,8 +1,8 @@
-//! Who may do what through the manager's `/v2` (spec `manager-api.md` §3.14, `protocols.md`
-//! §4.4 and §4.5): the 401 challenge that makes clients send credentials, Basic with the
-//! token as password and Bearer alike, push for the admin and deployment-group tokens, pull
-//! for a deployment token only from the repositories its release references, and `Location`s
-//! that point at the manager's public address.
+//! Who may do what through the manager's `/v2` (docs/compatibility.md, Registry proxy): the
+//! 401 challenge that makes clients send credentials, Basic with the token as password and
+//! Bearer alike, push for the admin and deployment-group tokens, pull for a deployment token
+//! only from the repositories its release references, and `Location`s that point at the
+//! manager's public address.
 
 use e2e::api::{Api, NewDeployment, Request, state, string};
 use e2e::registry::{
@@ -191,7 +191,7 @@ fn a_deployment_token_pulls_what_its_release_references_and_nothing_else() {
         assert_denied(&reply, &format!("deployment token {method} {path}"));
     }
     // Listings, whose paths name no manifest or blob: the public manager takes their first
-    // segment as the repository, so they may be refused as an unknown name instead (§4.4).
+    // segment as the repository, so they may be refused as an unknown name instead.
     for path in [
         format!("/v2/{other_repo}/tags/list"),
         format!("/v2/{other_repo}/referrers/{}", other.digest),
@@ -241,7 +241,7 @@ fn a_deployment_token_pulls_what_its_release_references_and_nothing_else() {
         );
     }
 
-    // Deployment tokens never push (§2.4).
+    // Deployment tokens never push.
     for repo in [&app_repo, &other_repo] {
         let reply = oci.call(
             "POST",
@@ -263,7 +263,7 @@ fn a_deployment_token_pulls_what_its_release_references_and_nothing_else() {
     assert!(!oci.tags(&app_repo, &admin).contains(&"v2".to_owned()));
 }
 
-/// The release a deployment pulls from is its current one, else its desired one (§4.4).
+/// The release a deployment pulls from is its current one, else its desired one.
 #[test]
 fn a_deployment_pulls_from_its_current_release_rather_than_its_desired_one() {
     let api = Api::start();

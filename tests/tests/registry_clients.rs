@@ -273,7 +273,7 @@ fn oras_pushes_an_artifact_with_a_subject_that_the_referrers_api_finds() {
     assert_eq!(elsewhere.json()["manifests"], json!([]));
 }
 
-/// `alien build` asks where to push (§4.3), and that repository takes a push.
+/// `alien build` asks `GET /v1/build-config` where to push, and that repository takes a push.
 #[test]
 fn build_config_names_the_repository_that_takes_pushes() {
     let api = Api::start();

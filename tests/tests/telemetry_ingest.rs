@@ -1,5 +1,5 @@
-//! Telemetry ingest through the public port (spec §3.13, protocols §3, issue #6): who may
-//! send, both OTLP/HTTP encodings, gzip, every bad body's clear 4xx with nothing queued,
+//! Telemetry ingest through the public port (docs/compatibility.md, Telemetry; issue #6): who
+//! may send, both OTLP/HTTP encodings, gzip, every bad body's clear 4xx with nothing queued,
 //! no endpoint configured, and the admin's counters.
 
 use std::time::Duration;

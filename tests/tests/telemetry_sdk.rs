@@ -1,7 +1,7 @@
 //! A real client end to end: the OpenTelemetry Python SDK's OTLP/HTTP exporters send spans,
 //! logs and metrics through the manager's public port with a deployment token; the test
 //! backend receives them on the configured path and headers, enriched with where they came
-//! from (protocols §3, issue #6).
+//! from (issue #6).
 
 use std::time::Duration;
 

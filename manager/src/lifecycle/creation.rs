@@ -1,4 +1,5 @@
-//! What a new deployment must satisfy before it is stored (spec §3.5 steps 6 and 7).
+//! What a new deployment must satisfy before it is stored: its resource prefix, and the
+//! deployment model its platform allows.
 
 use crate::Error;
 use crate::wire::{DeploymentModel, Platform};

@@ -1,6 +1,6 @@
-//! Which deployments a lease may take (spec §5.3). The store turns a [`StatusFilter`] into
-//! its `WHERE` clause; [`StatusFilter::matches`] is the same rule in Rust, which the tests
-//! hold the SQL to.
+//! Which deployments a lease may take (docs/compatibility.md, Deployment lifecycle). The store
+//! turns a [`StatusFilter`] into its `WHERE` clause; [`StatusFilter::matches`] is the same
+//! rule in Rust, which the tests hold the SQL to.
 
 use super::DeploymentStatus;
 

@@ -1,5 +1,5 @@
-//! What a reported state writes to the record (spec §5.4), and the agent sync's rules for
-//! when a report is ignored and when a target is due (§3.8).
+//! What a reported state writes to the record, and the agent sync's rules for when a report
+//! is ignored and when a target is due (docs/compatibility.md, Deployment lifecycle).
 
 use serde_json::{Map, Value, json};
 
@@ -71,7 +71,7 @@ pub fn write(
     }
 }
 
-/// The error the record shows (spec §4.2): the reported one, unless it is only a summary of
+/// The error the record shows: the reported one, unless it is only a summary of
 /// resource errors; for a failed status without one, a summary made from the resources.
 pub fn headline_error(state: &DeploymentState) -> Option<Value> {
     match &state.error {
@@ -129,7 +129,7 @@ fn summarize_resource_errors(stack_state: Option<&Value>) -> Option<Value> {
 }
 
 /// Answers a user gave to the engine's gates are the record's: a report cannot drop or
-/// change them (spec §3.8 reconcile step 1).
+/// change them.
 pub fn preserve_gate_answers(
     recorded_runtime_metadata: Option<&Value>,
     state: &mut DeploymentState,
@@ -177,7 +177,7 @@ pub fn sync_ignores(recorded: &Recorded<'_>, state: &DeploymentState) -> bool {
     stale_during_delete || (blank && authoritative)
 }
 
-/// The release an agent should be moving to, if it is not there yet (spec §3.8 step 3).
+/// The release an agent should be moving to, if it is not there yet.
 pub fn sync_target<'a>(recorded: &Recorded<'a>) -> Option<&'a str> {
     let deleting = recorded.status.is_deleting();
     let target = if deleting {

@@ -1,4 +1,5 @@
-//! Deployment statuses (spec §4.3) and the sets the API and the leases decide by.
+//! Deployment statuses and the sets the API and the leases decide by (docs/compatibility.md,
+//! Deployment lifecycle).
 
 use std::fmt;
 
@@ -53,7 +54,7 @@ impl DeploymentStatus {
         Error,
     ];
 
-    /// Statuses a lease takes without being asked for them (§5.3 `W`).
+    /// Statuses someone has work to do in: a lease takes them without being asked for them.
     pub const WORK: [DeploymentStatus; 7] = [
         Pending,
         InitialSetup,
@@ -64,7 +65,7 @@ impl DeploymentStatus {
         DeletePending,
     ];
 
-    /// Failed statuses a retry can restart (§4.3, §5.3 `F`).
+    /// Failed statuses a retry can restart; a lease takes them once a retry is asked for.
     pub const RETRYABLE: [DeploymentStatus; 6] = [
         PreflightsFailed,
         InitialSetupFailed,
@@ -74,20 +75,20 @@ impl DeploymentStatus {
         DeleteFailed,
     ];
 
-    /// Statuses where the setup tooling finishes a teardown (§5.3 `T`).
+    /// Statuses where the setup tooling finishes a teardown; a lease takes them when asked.
     pub const SETUP_TEARDOWN: [DeploymentStatus; 2] = [TeardownRequired, TeardownFailed];
 
-    /// Statuses a new release moves to `update-pending` (§3.3).
+    /// Statuses a new release moves to `update-pending`.
     pub const RELEASE_ELIGIBLE: [DeploymentStatus; 3] = [Running, UpdateFailed, RefreshFailed];
 
-    /// A deletion asked for and not finished: no stale report may overwrite it (§5.4).
+    /// A deletion asked for and not finished: no stale report may overwrite it.
     pub const DELETING: [DeploymentStatus; 3] = [DeletePending, Deleting, DeleteFailed];
 
     /// A deletion asked for or done: asking for another, or for an update, is a conflict.
     /// (`delete-failed` is not: a failed deletion may be asked for again.)
     pub const DELETE_UNDER_WAY: [DeploymentStatus; 3] = [DeletePending, Deleting, Deleted];
 
-    /// Statuses a report may always write, since they only move a deletion on (§5.4).
+    /// Statuses a report may always write, since they only move a deletion on.
     pub const DELETE_PROGRESS: [DeploymentStatus; 6] = [
         DeletePending,
         Deleting,
@@ -132,7 +133,7 @@ impl DeploymentStatus {
         DeploymentStatus::parse(value).unwrap_or(Error)
     }
 
-    /// `is_failed` of §4.3.
+    /// The failed statuses: the retryable ones, `teardown-failed` and `error`.
     pub fn is_failed(self) -> bool {
         DeploymentStatus::RETRYABLE.contains(&self) || matches!(self, TeardownFailed | Error)
     }

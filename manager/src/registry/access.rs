@@ -1,7 +1,7 @@
-//! Who may do what through `/v2` (spec §2.4 and §3.14, protocols §4.4), as two tables: what a
-//! request needs ([`need`]), and what each role may do ([`verdict`]). The proxy asks here
-//! after it has routed the repository to registryd, so "a repository" below is always one
-//! of the embedded registry's (under `artifacts/default`).
+//! Who may do what through `/v2` (docs/compatibility.md, Registry proxy), as two tables: what
+//! a request needs ([`need`]), and what each role may do ([`verdict`]). The proxy asks here
+//! after it has routed the repository to registryd, so "a repository" below is always one of
+//! the embedded registry's (under `artifacts/default`).
 //!
 //! - The admin may do anything.
 //! - A deployment-group token pushes, and reads in the repositories it pushes to: all of the

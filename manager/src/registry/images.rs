@@ -1,11 +1,11 @@
-//! The repositories a release's images live in (spec §3.14, protocols §4.4): what a
-//! deployment token may pull.
+//! The repositories a release's images live in: what a deployment token may pull
+//! (docs/compatibility.md, Registry proxy).
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-/// The resource types whose `config.code` can be an image (spec §4.1).
+/// The resource types whose `config.code` can be an image (`{"type": "image", "image"}`).
 const IMAGE_RESOURCES: [&str; 3] = ["worker", "container", "daemon"];
 
 /// The repository an image reference names, with its registry host, tag and digest taken

@@ -1,7 +1,7 @@
 //! The address a client reached the manager at, and `Location`s made absolute with it
-//! (protocols §4.5). registryd answers relative `Location`s; a client must be sent back to
-//! the manager as it reached it: directly, or through a reverse proxy that says where it
-//! was reached (`X-Forwarded-Host`/`-Proto`, or `Forwarded`).
+//! (docs/compatibility.md, Registry proxy). registryd answers relative `Location`s; a client
+//! must be sent back to the manager as it reached it: directly, or through a reverse proxy
+//! that says where it was reached (`X-Forwarded-Host`/`-Proto`, or `Forwarded`).
 
 use std::net::IpAddr;
 

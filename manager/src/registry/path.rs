@@ -1,14 +1,14 @@
-//! What a `/v2` request names (spec §3.14, protocols §4.4): the endpoint, the repository it
-//! is in, and the query parameters the proxy reads or removes.
+//! What a `/v2` request names (docs/compatibility.md, Registry proxy): the endpoint, the
+//! repository it is in, and the query parameters the proxy reads or removes.
 //!
 //! A path is parsed from its end, exactly as registryd parses it (`registryd/src/routes`), so
 //! that the repository the proxy authorizes is the one registryd acts on. Names have any
 //! number of components, and a component may itself be `manifests` or `blobs`:
-//! `/v2/x/manifests/manifests/latest` is the manifest `latest` of `x/manifests`. The spec's
-//! "the path up to the first `/manifests/`" would authorize `x` for it, and let a token that
-//! may pull `x` read `x/manifests`. Names are not checked against the distribution grammar
-//! here: registryd refuses a bad one (`NAME_INVALID`), and a bad name matches no reference a
-//! release holds.
+//! `/v2/x/manifests/manifests/latest` is the manifest `latest` of `x/manifests`. The public
+//! manager's "the path up to the first `/manifests/`" would authorize `x` for it, and let a
+//! token that may pull `x` read `x/manifests`. Names are not checked against the distribution
+//! grammar here: registryd refuses a bad one (`NAME_INVALID`), and a bad name matches no
+//! reference a release holds.
 
 /// Where a `/v2` path leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

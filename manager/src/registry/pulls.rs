@@ -1,5 +1,5 @@
 //! Whether a deployment may pull from a repository: whether the release it runs (its
-//! current one, else its desired one) references it (spec §3.14, protocols §4.4).
+//! current one, else its desired one) references it.
 //!
 //! Each request reads which release that is, so that a deployment that moves to a new
 //! release pulls its images at once. The repositories a release references are kept per

@@ -1,6 +1,6 @@
-//! The registry routing table (spec §3.14, protocols §4.1): one repository prefix per
-//! platform, built once from the configuration. `GET /v1/build-config` answers from it where
-//! `alien release` pushes, and the `/v2` proxy routes each repository by it.
+//! The registry routing table: one repository prefix per platform, built once from the
+//! configuration. `GET /v1/build-config` answers from it where `alien release` pushes, and the
+//! `/v2` proxy routes each repository by it.
 
 use axum::http::StatusCode;
 use plumbing::config::{ArtifactRegistryBinding, ArtifactRegistryConfig};

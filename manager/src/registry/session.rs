@@ -1,4 +1,5 @@
-//! Signed upload-session URLs (spec §3.14, protocols §4.5).
+//! Signed upload-session URLs, in the public manager's scheme (docs/compatibility.md,
+//! Registry proxy).
 //!
 //! The `Location` of an upload session (`/v2/<name>/blobs/uploads/<id>`) is handed out with
 //! `_alien_v=1&_alien_repo=<name>&_alien_exp=<unix seconds>&_alien_sig=<sig>`, where `sig`

@@ -10,8 +10,9 @@ use http::{HeaderMap, Method};
 
 use crate::daemons::Call;
 
-/// The request headers registryd acts on (protocols §4.5); nothing else is forwarded, the
-/// credentials least of all. Framing (`Content-Length` or chunked) follows the body.
+/// The request headers registryd acts on, as the public manager forwards them; nothing else is
+/// forwarded, the credentials least of all. Framing (`Content-Length` or chunked) follows the
+/// body.
 const FORWARDED_REQUEST_HEADERS: [HeaderName; 9] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,

@@ -1,5 +1,5 @@
-//! Where `alien release` pushes images (spec §3.15): the registry routing table's
-//! repository prefix for a platform. Some answers are plain text, as in the public manager.
+//! Where `alien release` pushes images: the registry routing table's repository prefix for a
+//! platform. Some answers are plain text, as in the public manager.
 
 use axum::Json;
 use axum::extract::State;

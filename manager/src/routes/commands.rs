@@ -1,6 +1,6 @@
-//! The commands API (spec manager-api.md §3.12, protocols.md §1.4): each call is
-//! authenticated and authorized here, in the public manager's order (body, token, command or
-//! deployment 404, 403), and then forwarded to commandd with the facts it needs.
+//! The commands API (docs/compatibility.md, Commands): each call is authenticated and
+//! authorized here, in the public manager's order (body, token, command or deployment 404,
+//! 403), and then forwarded to commandd with the facts it needs.
 
 use std::time::Duration;
 

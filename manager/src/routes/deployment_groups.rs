@@ -1,4 +1,4 @@
-//! Deployment groups (spec §3.4) and the tokens that onboard deployments into them.
+//! Deployment groups and the tokens that onboard deployments into them.
 
 use axum::Json;
 use axum::extract::State;

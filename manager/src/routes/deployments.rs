@@ -1,5 +1,5 @@
-//! Deployments (spec §3.5): create, read, and the lifecycle requests (retry, redeploy,
-//! delete) that the deployment engines and agents then act on.
+//! Deployments: create, read, and the lifecycle requests (retry, redeploy, delete) that the
+//! deployment engines and agents then act on.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
-//! `GET /health` (spec §3.1, no auth): healthy only when every sidecar answers its own
-//! `/health`, since the manager cannot serve the API without them.
+//! `GET /health` (no auth): healthy only when every sidecar answers its own `/health`, since
+//! the manager cannot serve the API without them.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
-//! `POST /v1/initialize` (spec §3.7): how an agent finds, or registers, the deployment it
-//! runs for.
+//! `POST /v1/initialize`: how an agent finds, or registers, the deployment it runs for
+//! (docs/compatibility.md, Releases, groups and deployments).
 
 use axum::Json;
 use axum::extract::State;

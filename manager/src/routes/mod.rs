@@ -1,4 +1,4 @@
-//! One module per section of the spec's HTTP API (§3).
+//! One module per group of public routes.
 
 pub mod build_config;
 pub mod commands;

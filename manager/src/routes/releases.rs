@@ -1,4 +1,4 @@
-//! Releases (spec §3.3): created by admins, read by every token, never changed.
+//! Releases: created by admins, read by every token, never changed.
 
 use axum::Json;
 use axum::extract::State;

@@ -1,5 +1,6 @@
-//! The sync family (spec §3.8): leases for push clients that drive a deployment from outside
-//! (acquire, renew, reconcile, release), and the pull agent's periodic sync.
+//! The sync family: leases for push clients that drive a deployment from outside (acquire,
+//! renew, reconcile, release), and the pull agent's periodic sync (docs/compatibility.md,
+//! Deployment lifecycle).
 
 use axum::Json;
 use axum::extract::State;
@@ -97,7 +98,7 @@ async fn authorize_all(state: &AppState, subject: &Subject, ids: Vec<String>) ->
 }
 
 /// Persists a push client's report. Not gated on the lease: the only guard is that a report
-/// never undoes a pending delete (spec §5.4).
+/// never undoes a pending delete.
 pub async fn reconcile(
     State(state): State<AppState>,
     caller: Caller,

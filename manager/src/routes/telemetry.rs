@@ -1,5 +1,5 @@
-//! Telemetry (spec §3.13, protocols §3): `POST /v1/logs`, `/v1/traces`, `/v1/metrics`, and
-//! the admin's `GET /v1/telemetry/status`.
+//! Telemetry (docs/compatibility.md, Telemetry): `POST /v1/logs`, `/v1/traces`, `/v1/metrics`,
+//! and the admin's `GET /v1/telemetry/status`.
 //!
 //! The manager reads the body (capped at `[telemetry] max-body-bytes`), authenticates the
 //! sender, which must be a deployment, looks up where the data comes from, and hands body
@@ -59,7 +59,8 @@ pub async fn metrics(
     ingest(state, Signal::Metrics, caller, headers, body).await
 }
 
-/// The body first, then the token (spec §1.4), then who may send (§2.4: deployments only).
+/// The body first, then the token, then who may send (deployments only), as in the public
+/// manager.
 async fn ingest(
     State(state): State<AppState>,
     signal: Signal,

@@ -1,4 +1,4 @@
-//! Tokens (spec §3.2): list and revoke, admin only.
+//! Tokens: list and revoke, admin only.
 
 use axum::Json;
 use axum::extract::State;

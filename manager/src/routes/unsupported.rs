@@ -1,7 +1,8 @@
-//! Calls that need cloud providers this manager does not have: stack import (§3.9),
-//! credential minting (§3.10), binding resolution (§3.11) and the vault (§3.6). Each checks
-//! what it can without a cloud (body, token, deployment, permissions, preconditions) in the
-//! public manager's order, and then answers a 400 naming the platform, never a 500.
+//! Calls that need cloud providers this manager does not have: stack import, credential
+//! minting, binding resolution and the vault. Each checks what it can without a cloud (body,
+//! token, deployment, permissions, preconditions) in the public manager's order, and then
+//! answers a 400 naming the platform, never a 500 (docs/compatibility.md, Calls that need a
+//! cloud).
 
 use axum::Json;
 use axum::extract::State;

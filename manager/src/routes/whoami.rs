@@ -1,4 +1,4 @@
-//! `GET /v1/whoami` (spec §3.1): the caller as the platform SDK's `Subject`.
+//! `GET /v1/whoami`: the caller as the platform SDK's `Subject`.
 
 use axum::Json;
 use serde::Serialize;

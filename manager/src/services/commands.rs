@@ -52,8 +52,8 @@ pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentF
     })
 }
 
-/// The stack's workers, containers and daemons with `commandsEnabled`, in declaration order
-/// (spec §1.3). The stack is read as the client sent it, so that order is the text's.
+/// The stack's workers, containers and daemons with `commandsEnabled`, in declaration order:
+/// the command targets. The stack is read as the client sent it, so that order is the text's.
 fn command_targets(stack: &str) -> Result<Vec<CommandTarget>, Error> {
     #[derive(Deserialize)]
     struct Stack {
@@ -112,7 +112,7 @@ where
     deserializer.deserialize_map(Entries(std::marker::PhantomData))
 }
 
-/// What the stack state says of each worker: its status and push target (spec §1.8).
+/// What the stack state says of each worker: its status and push target, for push delivery.
 fn workers(stack_state: &Value) -> std::collections::BTreeMap<String, WorkerFacts> {
     let Some(resources) = stack_state.get("resources").and_then(Value::as_object) else {
         return Default::default();

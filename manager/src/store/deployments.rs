@@ -1,6 +1,6 @@
 //! The `deployments` table. Every change two actors can race on (leases, lifecycle requests,
 //! reports) is one conditional `UPDATE ... WHERE` whose changed-row count says whether it
-//! happened (spec §9).
+//! happened.
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -320,7 +320,7 @@ pub struct NewDeployment<'a> {
     pub input_values: Option<&'a str>,
     pub desired_release_id: Option<&'a str>,
     /// The deployment's own token, kept raw because workloads are given it: the local
-    /// runtime accepts pushed commands only with it (protocols §1.8).
+    /// runtime accepts pushed commands only with it.
     pub deployment_token: &'a str,
 }
 
@@ -372,7 +372,8 @@ pub fn insert(conn: &Connection, new: &NewDeployment<'_>) -> Result<Deployment, 
     }
 }
 
-/// A new release becomes the desired one of every deployment it applies to (spec §3.3).
+/// A new release becomes the desired one of every deployment it applies to: those running,
+/// or failed in an update or a refresh, on any platform.
 pub fn adopt_release(conn: &Connection, release_id: &str) -> Result<usize, Error> {
     Ok(conn
         .prepare_cached(&format!(
@@ -433,7 +434,7 @@ pub fn request_redeploy(conn: &Connection, id: &str) -> Result<bool, Error> {
     Ok(changed == 1)
 }
 
-/// Which deployments an acquire looks at (spec §5.3).
+/// Which deployments an acquire looks at (the rules are [`crate::lifecycle::lease`]).
 #[derive(Debug)]
 pub struct AcquireQuery<'a> {
     pub session: &'a str,
@@ -545,7 +546,7 @@ pub fn release_lock(conn: &Connection, id: &str, session: &str) -> Result<(), Er
     Ok(())
 }
 
-/// Persists a reported state as the rules of spec §5.4 decided (`write`). Matched by id
+/// Persists a reported state as [`crate::lifecycle::reconcile::write`] decided. Matched by id
 /// only: reports are not gated on the lock.
 pub fn apply_report(
     conn: &Connection,

@@ -9,7 +9,7 @@ use crate::Error;
 
 const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA, CREATION_ORDER];
 
-/// Spec §6.3, less `commands`, which commandd keeps.
+/// The public manager's tables, columns and indexes, less `commands`, which commandd keeps.
 const INITIAL_SCHEMA: &str = "
 CREATE TABLE deployments (
     id TEXT PRIMARY KEY,

@@ -32,7 +32,7 @@ const MAX_READERS: usize = 8;
 const MIN_READERS: usize = 2;
 
 /// An SQL expression for the current time as RFC 3339 in the `+00:00` form the public
-/// manager writes (spec §1.2).
+/// manager writes in REST answers.
 pub const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')";
 
 /// [`NOW`] moved by the seconds in the SQL parameter `seconds` (`?` or `?N`): lock staleness

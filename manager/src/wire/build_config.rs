@@ -1,4 +1,4 @@
-//! Build configuration and platforms (spec §3.15, not in the OpenAPI document).
+//! Build configuration and platforms (not in the OpenAPI document).
 
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! Deployment groups (spec §3.4).
+//! Deployment groups.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Deployments (spec §3.5).
+//! Deployments.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use super::{DeploymentModel, Platform};
 
-/// Deployment settings as the engine types them (spec §4.2). Unknown keys are dropped, as
-/// the public manager's typed parse drops them; a push model is stored as the absent default.
+/// Deployment settings as the engine types them. Unknown keys are dropped, as the public
+/// manager's typed parse drops them; a push model is stored as the absent default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StackSettings {

@@ -1,4 +1,4 @@
-//! `POST /v1/initialize` (spec §3.7).
+//! `POST /v1/initialize`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

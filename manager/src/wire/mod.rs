@@ -1,10 +1,11 @@
 //! The public manager's wire types: request and response bodies as the CLI and the agents
-//! send and parse them, one module per section of the spec. Behaviour lives elsewhere; these
+//! send and parse them, one module per group of routes. Behaviour lives elsewhere; these
 //! only say what crosses the socket.
 //!
-//! Conventions (spec §1): camelCase keys; a key that has no value is omitted rather than
-//! `null` unless the spec says otherwise; REST timestamps in the `+00:00` form, records
-//! serialized as they are (acquire payloads, deployment states) with `Z`.
+//! Conventions (docs/compatibility.md, Conventions): camelCase keys; a key that has no value
+//! is omitted rather than `null` unless the public manager sends `null` there; REST
+//! timestamps in the `+00:00` form, records serialized as they are (acquire payloads,
+//! deployment states) with `Z`.
 
 pub mod build_config;
 pub mod deployment_groups;
@@ -20,7 +21,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The synthetic ids REST responses carry where the CLI parses them with the platform SDK,
-/// whose schemas have patterns that `default` does not match (spec §1.1).
+/// whose schemas have patterns that `default` does not match.
 pub const SYNTHETIC_PROJECT_ID: &str = "prj_standalone000000000000000000";
 pub const SYNTHETIC_WORKSPACE_ID: &str = "ws_standalone00000000000000";
 
@@ -99,7 +100,7 @@ impl Success {
     }
 }
 
-/// A stored `+00:00` timestamp in the `Z` form of records serialized directly (spec §1.2).
+/// A stored `+00:00` timestamp in the `Z` form of records serialized directly.
 pub fn zulu(timestamp: &str) -> String {
     match timestamp.strip_suffix("+00:00") {
         Some(utc) => format!("{utc}Z"),

@@ -1,4 +1,4 @@
-//! Releases (spec §3.3).
+//! Releases.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

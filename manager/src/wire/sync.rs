@@ -1,4 +1,4 @@
-//! The sync family (spec §3.8): leases for push clients, and the pull agent's sync.
+//! The sync family: leases for push clients, and the pull agent's sync.
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use super::{DeploymentModel, Platform, is_false};
 use crate::lifecycle::DeploymentStatus;
 
-/// A deployment's state as the engine reports it and as the manager hands it back (spec §4.2).
+/// A deployment's state as the engine reports it and as the manager hands it back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentState {
@@ -120,7 +120,8 @@ pub struct DeploymentRecord {
 pub struct ReconcileRequest {
     pub deployment_id: String,
     pub session: String,
-    /// Parsed after authorization, so that a bad state is the spec's 400, not a 422.
+    /// Parsed after authorization, so that a bad state is the public manager's 400 after the
+    /// 404 and the 403, not a 422.
     pub state: Box<RawValue>,
     /// Accepted as a boolean or `null`; the standalone store keeps no heartbeats.
     #[serde(rename = "updateHeartbeat")]
@@ -155,7 +156,7 @@ pub struct SyncSessionRequest {
 #[serde(rename_all = "camelCase")]
 pub struct AgentSyncRequest {
     pub deployment_id: String,
-    /// Parsed leniently: a report that is not a state is ignored, not refused (spec §3.8).
+    /// Parsed leniently: a report that is not a state is ignored, not refused.
     pub current_state: Option<Box<RawValue>>,
     /// Accepted and, as in the public manager's standalone store, not stored.
     #[serde(rename = "resourceHeartbeats")]

@@ -1,4 +1,4 @@
-//! Tokens (spec §3.2, not in the OpenAPI document).
+//! Tokens (not in the OpenAPI document).
 
 use serde::Serialize;
 

@@ -1,6 +1,7 @@
-//! Bodies of the calls that need cloud code this manager does not have (spec §3.6, §3.9–
-//! §3.11). They are parsed all the same, so that a client learns about a malformed request
-//! before it learns that the manager cannot serve it.
+//! Bodies of the calls that need cloud code this manager does not have (stack import,
+//! credential minting, binding resolution, the vault). They are parsed all the same, so that
+//! a client learns about a malformed request before it learns that the manager cannot serve
+//! it.
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;

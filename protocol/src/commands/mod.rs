@@ -1,4 +1,4 @@
-//! The commands protocol's wire types (spec `protocols.md` §1.4–§1.7), as the CLI, the
+//! The commands protocol's wire types (docs/compatibility.md, Commands), as the CLI, the
 //! agents and the receivers send and parse them. The manager parses client bodies with these
 //! and commandd answers with them, so the two cannot drift. Behaviour lives elsewhere.
 
@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 /// `envelope.protocol`.
 pub const PROTOCOL: &str = "arc.v1";
 
-/// `inlineAllowedUpTo` and `responseHandling.maxInlineBytes` (§1.6).
+/// `inlineAllowedUpTo` and `responseHandling.maxInlineBytes`: a larger body goes through
+/// storage.
 pub const INLINE_MAX_BYTES: u64 = 150_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +97,7 @@ pub struct CommandTarget {
     pub resource_type: TargetType,
 }
 
-/// How a command reaches its target (§1.3).
+/// How a command reaches its target: pushed to it, or leased by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryMode {
@@ -288,7 +289,7 @@ pub struct LeaseInfo {
     pub envelope: Envelope,
 }
 
-/// What a deployment receives (§1.7).
+/// What a deployment receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {

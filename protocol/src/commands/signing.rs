@@ -1,7 +1,7 @@
-//! Signed URLs: the `response_token` of a submit URL (spec §1.4, exactly the public
-//! manager's scheme) and the signature of a storage URL the manager serves for the local
-//! backend. Both are HMAC-SHA256 with the 32-byte key in `<data>/signing-key`, which the
-//! manager makes and owns: commandd signs with it, and the manager, which authenticates
+//! Signed URLs: the `response_token` of a submit URL (exactly the public manager's scheme,
+//! docs/compatibility.md, Commands) and the signature of a storage URL the manager serves for
+//! the local backend. Both are HMAC-SHA256 with the 32-byte key in `<data>/signing-key`, which
+//! the manager makes and owns: commandd signs with it, and the manager, which authenticates
 //! every request, verifies.
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -9,10 +9,10 @@ use sha2::Sha256;
 
 use super::BlobKind;
 
-/// A response token is valid for at most this long after it is checked (§1.4).
+/// A response token is valid for at most this long after it is checked.
 pub const RESPONSE_TOKEN_SECS: i64 = 7200;
 
-/// Storage URLs (params upload and download, response download) live an hour (§1.6).
+/// Storage URLs (params upload and download, response download) live an hour.
 pub const STORAGE_URL_SECS: i64 = 3600;
 
 /// The response upload URL of an envelope lives as long as its submit URL.
