@@ -358,7 +358,7 @@ fn a_field_of_the_wrong_type_is_refused_by_name() {
 }
 
 #[test]
-fn unknown_fields_are_refused_by_name_where_the_spec_denies_them() {
+fn unknown_fields_are_refused_by_name_where_the_public_manager_denies_them() {
     for_every_route(|api, world, route| {
         if !route.denies_unknown {
             return vec![];

@@ -175,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn each_status_is_in_the_sets_of_the_spec() {
+    fn each_status_is_in_the_public_managers_sets() {
         // (status, failed, retryable, work, deleting, delete progress, release eligible,
         // delete under way)
         #[rustfmt::skip]
