@@ -4,7 +4,8 @@
 //! A handler without a body takes a [`Subject`] argument; the request is refused with 401
 //! before the handler runs when there is none. A handler with a body takes a [`Caller`]
 //! and authenticates it after reading the body, because the public manager reports a bad
-//! body before a missing token.
+//! body before a missing token. A handler whose whole answer is one read takes a [`Token`]
+//! and looks it up inside that read.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderValue;
@@ -12,12 +13,13 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use rusqlite::Connection;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::store::Store;
 use crate::store::tokens::{self, TokenRecord};
-use crate::token::{self, TokenKind};
+use crate::token::{self, RawToken, TokenKind};
 use crate::{DEFAULT_PROJECT, Error};
 
 /// An authenticated caller: a token record and what it may act on.
@@ -76,6 +78,28 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         let token = token_from_header(parts.headers.get(AUTHORIZATION))?;
         authenticate(&Store::from_ref(state), token).await
+    }
+}
+
+/// The token a request carries, refused with [`Subject`]'s 401s when the header is missing
+/// or malformed, but not yet looked up: a handler whose answer is one read looks it up in
+/// that read ([`Token::subject_in`]), because each read is a trip to the blocking pool and
+/// a read transaction, which cost a hot route more than its query does.
+#[derive(Debug)]
+pub struct Token(RawToken);
+
+impl Token {
+    /// The subject of the token, or 401, as [`Subject`] finds it.
+    pub fn subject_in(&self, conn: &Connection) -> Result<Subject, Error> {
+        subject_of(conn, self.0.expose())
+    }
+}
+
+impl<S: Sync> FromRequestParts<S> for Token {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        token_from_header(parts.headers.get(AUTHORIZATION)).map(|raw| Token(RawToken::new(raw)))
     }
 }
 
@@ -139,13 +163,13 @@ fn token_from_header(header: Option<&HeaderValue>) -> Result<String, Error> {
 
 /// The subject of a raw token, or 401 when no stored token has its hash.
 pub async fn authenticate(store: &Store, token: String) -> Result<Subject, Error> {
-    let hash = token::hash(&token);
-    let record = store
-        .read({
-            let hash = hash.clone();
-            move |conn| tokens::find_by_hash(conn, &hash)
-        })
-        .await?
+    store.read(move |conn| subject_of(conn, &token)).await
+}
+
+/// [`authenticate`] inside a read that already holds a connection.
+fn subject_of(conn: &Connection, token: &str) -> Result<Subject, Error> {
+    let hash = token::hash(token);
+    let record = tokens::find_by_hash(conn, &hash)?
         .filter(|record| bool::from(record.key_hash.as_bytes().ct_eq(hash.as_bytes())))
         .ok_or(Error::Unauthorized(INVALID_TOKEN))?;
     Ok(subject(record))

@@ -159,6 +159,28 @@ async fn the_manager_serves_its_routes_and_stops_when_told() {
     assert_eq!(body["role"], "workspace.admin");
     assert_eq!(body["scope"], json!({"type": "workspace"}));
 
+    // A deployment's read looks its token up in the same read as the deployment; a path that
+    // is not UTF-8 must still be reported only to a caller with a valid token.
+    let bad_path = format!("{base}/v1/deployments/%FF");
+    let message = |(status, body): (u16, String)| (status, json(&body)["message"].clone());
+    assert_eq!(
+        message(request("GET", bad_path.clone(), None).await),
+        (401, json!("Authentication required"))
+    );
+    assert_eq!(
+        message(request("GET", bad_path.clone(), Some("Bearer nope".into())).await),
+        (401, json!("Invalid token"))
+    );
+    let admin = Some(format!("Bearer {}", token.expose()));
+    assert_eq!(
+        message(request("GET", bad_path, admin.clone()).await),
+        (400, json!("Invalid URL: Invalid UTF-8 in `id`"))
+    );
+    assert_eq!(
+        message(request("GET", format!("{base}/v1/deployments/dep_x"), admin).await),
+        (404, json!("Deployment 'dep_x' not found"))
+    );
+
     let second = run(ctx.clone(), None).await;
     assert!(matches!(second, Err(StartError::Lock(_))), "{second:?}");
 
