@@ -41,8 +41,9 @@ pub const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
 pub const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 
 /// How long a daemon may take to start answering a call it does not hold on purpose. Every
-/// daemon answers from local disk, so this is only reached by a daemon that hangs.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// daemon answers from local disk; the slowest answer is otelfwd's, given only once the
+/// request is fsynced, which a busy disk can hold for seconds. Past this the daemon hangs.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a health probe waits: short enough for a load balancer's check to get an
 /// answer in time.
