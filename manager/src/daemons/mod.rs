@@ -66,13 +66,9 @@ impl Daemons {
         }
     }
 
-    pub fn get(&self, daemon: Daemon) -> Option<&DaemonClient> {
-        match daemon {
-            Daemon::Registryd => Some(&self.registryd),
-            Daemon::Commandd => Some(&self.commandd),
-            Daemon::Otelfwd => Some(&self.otelfwd),
-            Daemon::Manager => None,
-        }
+    /// Every client, in the order the supervisor starts the daemons.
+    pub fn all(&self) -> [&DaemonClient; 3] {
+        [&self.otelfwd, &self.registryd, &self.commandd]
     }
 }
 

@@ -163,7 +163,7 @@ pub async fn create(
         .into());
     }
     if let Some(deadline) = &request.deadline
-        && plumbing::clock::parse_rfc3339(deadline).is_none()
+        && clock::parse_rfc3339(deadline).is_none()
     {
         return Err(Error::InvalidBody {
             field: "deadline".into(),

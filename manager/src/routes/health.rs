@@ -25,10 +25,7 @@ pub struct Health {
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let mut probes = JoinSet::new();
-    for client in Daemon::SIDECARS
-        .into_iter()
-        .filter_map(|daemon| state.daemons.get(daemon))
-    {
+    for client in state.daemons.all() {
         let client = client.clone();
         probes.spawn(async move {
             let answer = client.probe().await;
