@@ -480,6 +480,15 @@ fn steps() -> Vec<Step> {
         step("unknown tag", "GET", v2("manifests/nope")).error(404, "MANIFEST_UNKNOWN"),
         step("unknown digest", "GET", v2(&format!("manifests/{missing}")))
             .error(404, "MANIFEST_UNKNOWN"),
+        // A reference that is neither a tag nor a digest names no manifest: clients take
+        // a 404 for "not there", and only a PUT is told its reference is invalid.
+        step("invalid tag, GET", "GET", v2("manifests/-bad")).error(404, "MANIFEST_UNKNOWN"),
+        step("invalid tag, HEAD", "HEAD", v2("manifests/-bad")).status(404),
+        step("malformed digest, GET", "GET", v2("manifests/sha256:xyz"))
+            .error(404, "MANIFEST_UNKNOWN"),
+        step("malformed digest, HEAD", "HEAD", v2("manifests/sha256:xyz")).status(404),
+        step("invalid tag, DELETE", "DELETE", v2("manifests/-bad"))
+            .error(404, "MANIFEST_UNKNOWN"),
         step(
             "the dangling tag was not made",
             "GET",

@@ -33,6 +33,13 @@ impl Reference {
             Err(Error::TagInvalid(s.to_owned()))
         }
     }
+
+    /// A reference to read or delete: one that can name no manifest names none that is
+    /// there, so it is `MANIFEST_UNKNOWN` (404), as clients expect of a missing manifest;
+    /// only a `PUT` is told its reference is invalid.
+    fn lookup(s: &str) -> Result<Reference, Error> {
+        Reference::parse(s).map_err(|_| Error::ManifestUnknown)
+    }
 }
 
 pub async fn get(
@@ -41,7 +48,7 @@ pub async fn get(
     reference: &str,
     head: bool,
 ) -> Result<Response, Error> {
-    let reference = Reference::parse(reference)?;
+    let reference = Reference::lookup(reference)?;
     let found = registry
         .meta
         .call(move |conn| match &reference {
@@ -170,7 +177,7 @@ pub async fn put(
 }
 
 pub async fn delete(registry: &Registry, name: Name, reference: &str) -> Result<Response, Error> {
-    let reference = Reference::parse(reference)?;
+    let reference = Reference::lookup(reference)?;
     let deleted = registry
         .meta
         .call(move |conn| match &reference {
