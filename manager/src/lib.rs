@@ -23,6 +23,7 @@ mod start_error;
 mod state;
 mod store;
 mod token;
+mod unread_body;
 mod wire;
 
 use plumbing::lock::LockFile;

@@ -19,6 +19,7 @@ use crate::routes::{
     sync, telemetry, tokens, unsupported, whoami,
 };
 use crate::state::AppState;
+use crate::unread_body;
 
 /// Unknown paths get axum's empty 404 and known paths with another method its empty 405,
 /// as in the public manager.
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(registry::proxy)
                 .delete(registry::proxy),
         )
+        .layer(axum::middleware::from_fn(unread_body::drain_unread))
         .with_state(state)
 }
 

@@ -487,8 +487,7 @@ fn steps() -> Vec<Step> {
         step("malformed digest, GET", "GET", v2("manifests/sha256:xyz"))
             .error(404, "MANIFEST_UNKNOWN"),
         step("malformed digest, HEAD", "HEAD", v2("manifests/sha256:xyz")).status(404),
-        step("invalid tag, DELETE", "DELETE", v2("manifests/-bad"))
-            .error(404, "MANIFEST_UNKNOWN"),
+        step("invalid tag, DELETE", "DELETE", v2("manifests/-bad")).error(404, "MANIFEST_UNKNOWN"),
         step(
             "the dangling tag was not made",
             "GET",
