@@ -140,10 +140,21 @@ fn is_json(headers: &HeaderMap) -> bool {
     kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
 }
 
+/// How deeply arrays and objects may nest in a body. serde_json stops at 128 levels when it
+/// builds values but not when it skips them (raw values, ignored fields), so a body that
+/// passed could fail later, where a part of it is parsed again; with this limit every part
+/// parses anywhere. No stack comes close.
+pub const MAX_NESTING: usize = 100;
+
 /// Parses JSON text as `T`: text that is not JSON is a 400, JSON of the wrong shape a 422
 /// that names where in the body it is. The whole text is checked first, so that a body cut
 /// short is a 400 even where its first bytes already have the wrong shape.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if nests_deeper_than(bytes, MAX_NESTING) {
+        return Err(Error::MalformedJson(format!(
+            "arrays and objects nest deeper than {MAX_NESTING} levels"
+        )));
+    }
     let mut syntax = serde_json::Deserializer::from_slice(bytes);
     serde::de::IgnoredAny::deserialize(&mut syntax)
         .and_then(|_| syntax.end())
@@ -164,6 +175,34 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
+/// Whether the brackets of JSON text, outside its strings, open more than `max` deep.
+fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +219,21 @@ mod tests {
     #[allow(dead_code, reason = "only parsed")]
     struct Item {
         kind: u32,
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!nests_deeper_than(nested(3).as_bytes(), 3));
+        assert!(nests_deeper_than(nested(4).as_bytes(), 3));
+        assert!(!nests_deeper_than(br#"{"a":"[[[[{{{{"}"#, 3));
+        assert!(!nests_deeper_than(br#"{"a":"\"[[[[","b":[1]}"#, 3));
+        assert!(nests_deeper_than(br#"{"a":"\\","b":[[[1]]]}"#, 3));
+        let deep = format!(r#"{{"stack":{}}}"#, nested(MAX_NESTING));
+        assert!(matches!(
+            parse::<serde_json::Value>(deep.as_bytes()),
+            Err(Error::MalformedJson(m)) if m.contains("100 levels")
+        ));
     }
 
     #[test]

@@ -223,6 +223,8 @@ pub struct Lease {
     pub lease_id: String,
     pub command_id: String,
     pub attempt: u64,
+    /// `leaseExpiresAt`, as answered (RFC 3339).
+    pub expires_at: String,
     pub envelope: Value,
     /// The URL the lease was got from, which the envelope's references are relative to.
     pub from: String,
@@ -303,6 +305,7 @@ impl Receiver {
                 lease_id: string(lease, "leaseId"),
                 command_id: string(lease, "commandId"),
                 attempt: lease["attempt"].as_u64().expect("attempt"),
+                expires_at: string(lease, "leaseExpiresAt"),
                 envelope: lease["envelope"].clone(),
                 from: self.leases_url(),
             })

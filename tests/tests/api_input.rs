@@ -372,6 +372,45 @@ fn unknown_fields_are_refused_by_name_where_the_public_manager_denies_them() {
     });
 }
 
+/// `[[…]]` nested `depth` deep.
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// JSON nested deeper than the manager reads is the client's mistake, named with the limit,
+/// wherever in the body it is and whichever part of the body the route parses again later.
+#[test]
+fn deeply_nested_bodies_are_400_naming_the_limit() {
+    for_every_route(|api, world, route| {
+        let valid = (route.valid)(world).to_string();
+        let deep = format!("{{\"deep\":{},{}", nested(150), &valid[1..]);
+        let request = raw(
+            (route.path)(world),
+            Some("application/json"),
+            deep.into_bytes(),
+        )
+        .auth(route.caller(api, world));
+        refused(api, &request, 400, &["100 levels"])
+            .into_iter()
+            .collect()
+    });
+    // Inside a stack, just under the JSON parser's own limit of 128, which the stack's
+    // second reading hit: it was a 500.
+    let api = Api::start();
+    for depth in [120, 127, 128] {
+        let mut body = release_body(&["local"]);
+        body["stack"]["local"]["extra"] = json!("DEEP");
+        let text = body
+            .to_string()
+            .replace("\"DEEP\"", &nested(depth))
+            .into_bytes();
+        let request = raw("/v1/releases".into(), Some("application/json"), text).auth(api.admin());
+        if let Some(wrong) = refused(&api, &request, 400, &["100 levels"]) {
+            panic!("a stack nested {depth} deep: {wrong}");
+        }
+    }
+}
+
 /// Extraction precedes authentication: a bad body without a token is a body error.
 #[test]
 fn body_errors_come_before_authentication() {

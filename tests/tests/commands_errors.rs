@@ -292,6 +292,27 @@ fn lifecycle_and_access_errors() {
             422,
             "VALIDATION_ERROR",
         ),
+        // A lease so long its expiry would not fit a date (3e11 s) never ran out.
+        (
+            Request::post("/v1/commands/leases", {
+                let mut body = lease_body(&target.deployment.id);
+                body["leaseSeconds"] = json!(300_000_000_000u64);
+                body
+            })
+            .auth(own.clone()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Request::post("/v1/commands/leases", {
+                let mut body = lease_body(&target.deployment.id);
+                body["leaseSeconds"] = json!(86_401);
+                body
+            })
+            .auth(own.clone()),
+            400,
+            "BAD_REQUEST",
+        ),
         (
             Request::post_empty("/v1/commands/leases/lease_nope/release").auth(own.clone()),
             404,
@@ -301,6 +322,24 @@ fn lifecycle_and_access_errors() {
     for (request, status, code) in cases {
         api.expect_error(&request, status, code);
     }
+    // The longest lease allowed is taken, and runs out a day from now.
+    let longest = receiver.lease(1, 86_400, None).remove(0);
+    let expires = time::OffsetDateTime::parse(
+        &longest.expires_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("leaseExpiresAt is RFC 3339");
+    let ahead = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        (ahead.whole_seconds() - 86_400).abs() < 600,
+        "a lease of 86400 s expires at {}",
+        longest.expires_at
+    );
+    api.expect(
+        &Request::post_empty(format!("/v1/commands/leases/{}/release", longest.lease_id))
+            .auth(own.clone()),
+        200,
+    );
     // Another deployment's token cannot release this deployment's lease.
     let lease = receiver.lease(1, 60, None).remove(0);
     api.expect_error(

@@ -27,6 +27,9 @@ impl Commands {
         request: &LeaseRequest,
         wait: Option<Duration>,
     ) -> Result<LeaseResponse, Error> {
+        if let Some(problem) = request.problem() {
+            return Err(Error::BadRequest(problem));
+        }
         let key = target_key(&request.deployment_id, &request.target.resource_id);
         let until = wait.map(|wait| tokio::time::Instant::now() + wait);
         loop {

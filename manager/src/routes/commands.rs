@@ -310,6 +310,9 @@ pub async fn acquire(
     let wait_in_body = body.get("waitSeconds").cloned();
     let request: LeaseRequest =
         crate::extract::parse(&serde_json::to_vec(&body).map_err(Error::from)?)?;
+    if let Some(problem) = request.problem() {
+        return Err(Error::BadRequest(problem).into());
+    }
     let subject = caller.authenticate(&state.store).await?;
     load(
         &state.store,

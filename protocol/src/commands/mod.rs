@@ -273,6 +273,23 @@ fn default_lease_seconds() -> u64 {
     60
 }
 
+/// The longest lease a receiver may ask for: a day, well beyond any worker's timeout. There
+/// is no renewal, so a lease is the whole run of a command; one longer than this would hold
+/// a command away from every other receiver for longer than anyone waits for it.
+pub const MAX_LEASE_SECONDS: u64 = 24 * 60 * 60;
+
+impl LeaseRequest {
+    /// Why the request cannot be served, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        (self.lease_seconds > MAX_LEASE_SECONDS).then(|| {
+            format!(
+                "leaseSeconds must be at most {MAX_LEASE_SECONDS} (a day), got {}",
+                self.lease_seconds
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseResponse {
