@@ -231,6 +231,18 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// One of the `leases` answered by the lease request to `from`.
+    pub fn answered(lease: &Value, from: String) -> Lease {
+        Lease {
+            lease_id: string(lease, "leaseId"),
+            command_id: string(lease, "commandId"),
+            attempt: lease["attempt"].as_u64().expect("attempt"),
+            expires_at: string(lease, "leaseExpiresAt"),
+            envelope: lease["envelope"].clone(),
+            from,
+        }
+    }
+
     /// The params' bytes: inline, or downloaded with their storage request.
     pub fn params(&self) -> Vec<u8> {
         let params = &self.envelope["params"];
@@ -301,14 +313,7 @@ impl Receiver {
             .as_array()
             .unwrap_or_else(|| panic!("no leases array: {body}"))
             .iter()
-            .map(|lease| Lease {
-                lease_id: string(lease, "leaseId"),
-                command_id: string(lease, "commandId"),
-                attempt: lease["attempt"].as_u64().expect("attempt"),
-                expires_at: string(lease, "leaseExpiresAt"),
-                envelope: lease["envelope"].clone(),
-                from: self.leases_url(),
-            })
+            .map(|lease| Lease::answered(lease, self.leases_url()))
             .collect()
     }
 

@@ -115,13 +115,7 @@ fn concurrent_receivers_never_share_a_command_through_crashes() {
                             .entry(id.clone())
                             .or_default()
                             .push((start, start + Duration::from_secs(5), receiver_no));
-                        let lease = e2e::commands::Lease {
-                            lease_id: string(lease, "leaseId"),
-                            command_id: id,
-                            attempt: lease["attempt"].as_u64().expect("attempt"),
-                            envelope: lease["envelope"].clone(),
-                            from: receiver.leases_url(),
-                        };
+                        let lease = e2e::commands::Lease::answered(lease, receiver.leases_url());
                         std::thread::sleep(Duration::from_millis(20));
                         if receiver.respond(&lease, b"x") == 200 {
                             done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
