@@ -193,3 +193,121 @@ fn routes_answer_503_with_retry_after_while_their_daemon_is_down_and_recover() {
         );
     }
 }
+
+/// Checks the answer to a request that was in flight when its daemon went away: `503`,
+/// `Retry-After` and a retryable envelope, within the manager's patience of the kill.
+fn assert_unavailable(what: &str, took: Duration, reply: &OciReply) {
+    assert_eq!(reply.status, 503, "{what}: {}", reply.summary());
+    assert_eq!(
+        reply.header("retry-after"),
+        Some("5"),
+        "{what}: {}",
+        reply.summary()
+    );
+    let body = reply.json();
+    assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{what}: {body}");
+    assert_eq!(body["retryable"], true, "{what}: {body}");
+    assert!(
+        took < PATIENCE + Duration::from_secs(5),
+        "{what} took {took:?}: {}",
+        reply.summary()
+    );
+}
+
+/// Long polls that commandd holds when it is killed, so that the manager's exchange with it
+/// breaks off half way: each is answered as the daemon being unavailable, not as a failure
+/// of ours. With the supervisor held, commandd stays down and the answer must be a `503`;
+/// with it running, commandd comes back, and the answer is a `503` or, for a read sent again,
+/// the answer of the new commandd, but never a `500`.
+#[test]
+fn requests_in_flight_when_commandd_dies_answer_503_not_500() {
+    use e2e::commands::{Target, create_body};
+
+    let api = Api::start();
+    let oci = Oci::new(&api);
+    let admin = Cred::bearer(api.admin_token());
+    let target = Target::new(
+        &api,
+        NewDeployment::pull(),
+        &[("jobs", "container", true), ("idle", "container", true)],
+    );
+    target.report(&api);
+    let server = api.server();
+    let supervisor = Pid::from_raw(server.supervisor_pid());
+
+    for restarting in [false, true] {
+        let created = api.expect(
+            &e2e::api::Request::post(
+                "/v1/commands",
+                create_body(&target, json!({"targetResourceId": "jobs"})),
+            )
+            .auth(api.admin()),
+            200,
+        );
+        let command = created["commandId"].as_str().expect("commandId").to_owned();
+        let status = format!("/v1/commands/{command}?waitSeconds=20");
+        // Nothing is ever sent to `idle`: the lease waits.
+        let lease = json!({
+            "deploymentId": target.deployment.id,
+            "target": {"resourceId": "idle", "resourceType": "container"},
+            "waitSeconds": 20,
+        })
+        .to_string()
+        .into_bytes();
+        let deployment = Cred::bearer(&target.deployment.token);
+        let held = (!restarting).then(|| {
+            kill(supervisor, Signal::SIGSTOP).expect("hold the supervisor");
+            Held(supervisor)
+        });
+        let replies: Vec<(&str, Duration, OciReply)> = std::thread::scope(|scope| {
+            let polls = [
+                (
+                    "a command's status, waiting",
+                    "GET",
+                    status.as_str(),
+                    &admin,
+                    Vec::new(),
+                ),
+                (
+                    "a lease, waiting",
+                    "POST",
+                    "/v1/commands/leases",
+                    &deployment,
+                    lease,
+                ),
+            ]
+            .map(|(what, method, path, cred, body)| {
+                let oci = oci.clone();
+                scope.spawn(move || {
+                    let headers = [("content-type", "application/json")];
+                    let reply = oci.call(method, path, cred, &headers, body);
+                    (what, Instant::now(), reply)
+                })
+            });
+            // Both polls are held by commandd by now.
+            std::thread::sleep(Duration::from_millis(700));
+            let pid = server.daemon_pid("commandd").expect("commandd runs");
+            let killed = Instant::now();
+            kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9 commandd");
+            polls
+                .map(|poll| {
+                    let (what, answered, reply) = poll.join().expect("joined");
+                    (what, answered.saturating_duration_since(killed), reply)
+                })
+                .into()
+        });
+        for (what, took, reply) in &replies {
+            if restarting && reply.status == 200 {
+                continue;
+            }
+            let what = format!("{what} (commandd restarting: {restarting})");
+            assert_unavailable(&what, *took, reply);
+        }
+        drop(held);
+        e2e::wait_for(Duration::from_secs(30), || {
+            let health = oci.try_call("GET", "/health", &Cred::none(), &[], Vec::new());
+            health.ok().filter(|reply| reply.status == 200)
+        })
+        .expect("healthy again once commandd is back");
+    }
+}
