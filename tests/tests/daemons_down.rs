@@ -311,3 +311,67 @@ fn requests_in_flight_when_commandd_dies_answer_503_not_500() {
         .expect("healthy again once commandd is back");
     }
 }
+
+/// A body that sends `first` bytes, then waits for `go_on` (or 10 s) and ends.
+struct HeldBody {
+    first: usize,
+    go_on: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::io::Read for HeldBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.first == 0 {
+            let _ = self.go_on.recv_timeout(Duration::from_secs(10));
+            return Ok(0);
+        }
+        let n = buf.len().min(self.first);
+        buf[..n].fill(b'x');
+        self.first -= n;
+        Ok(n)
+    }
+}
+
+/// A push streaming into registryd when it is killed: the manager's exchange breaks with
+/// the body half sent, and the client is told `503 UNAVAILABLE` to come back, not a `500`.
+#[test]
+fn a_push_streaming_when_registryd_dies_answers_503_unavailable() {
+    let api = Api::start();
+    let oci = Oci::new(&api);
+    let admin = Cred::bearer(api.admin_token());
+    let session = oci.start_upload("artifacts/default/inflight", &admin);
+    let (go_on, held) = std::sync::mpsc::channel();
+    let reply = std::thread::scope(|scope| {
+        let push = scope.spawn(|| {
+            let body = HeldBody {
+                first: 1 << 20,
+                go_on: held,
+            };
+            let headers = [("content-type", "application/octet-stream")];
+            oci.call_streaming("PATCH", &session, &admin, &headers, body)
+        });
+        // The first mebibyte is with registryd by now.
+        std::thread::sleep(Duration::from_millis(700));
+        let pid = api
+            .server()
+            .daemon_pid("registryd")
+            .expect("registryd runs");
+        kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9 registryd");
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = go_on.send(());
+        push.join().expect("joined")
+    });
+    let reply = reply.expect("an answer to the push");
+    assert_eq!(reply.status, 503, "{}", reply.summary());
+    assert_eq!(
+        reply.header("retry-after"),
+        Some("5"),
+        "{}",
+        reply.summary()
+    );
+    assert_eq!(
+        reply.json()["errors"][0]["code"],
+        "UNAVAILABLE",
+        "{}",
+        reply.summary()
+    );
+}
