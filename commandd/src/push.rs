@@ -1,6 +1,6 @@
 //! Push delivery to a Worker's HTTP endpoint (the local platform): the envelope is
-//! `POST`ed as JSON to the worker's `commandsPushTarget`, and only an exact `202` counts as
-//! delivered.
+//! `POST`ed as JSON to the push target the manager knows for the worker's runtime (never one
+//! a client reported), and only an exact `202` counts as delivered.
 
 use plumbing::config::Secret;
 use std::time::Duration;

@@ -39,6 +39,11 @@ pub enum Error {
     #[error("Release '{release_id}' not found")]
     ReleaseNotFound { release_id: String },
 
+    /// A reported state names a release the manager does not have. The public manager
+    /// records any id; ours would then let the deployment pull what it names.
+    #[error("Release '{release_id}' does not exist")]
+    UnknownRelease { release_id: String },
+
     /// The public manager answers this with a 500; an unknown id is the client's mistake, so
     /// ours is a 404.
     #[error("Token {token_id} not found")]
@@ -259,6 +264,11 @@ impl Error {
             Error::ReleaseNotFound { release_id } => (
                 StatusCode::NOT_FOUND,
                 "RELEASE_NOT_FOUND",
+                json!({ "release_id": release_id }),
+            ),
+            Error::UnknownRelease { release_id } => (
+                StatusCode::BAD_REQUEST,
+                "UNKNOWN_RELEASE",
                 json!({ "release_id": release_id }),
             ),
             Error::TokenNotFound { token_id } => (
@@ -547,6 +557,15 @@ mod tests {
                 "RELEASE_NOT_FOUND",
                 "Release 'latest' not found",
                 json!({"release_id": "latest"}),
+            ),
+            (
+                Error::UnknownRelease {
+                    release_id: "rel_x".into(),
+                },
+                400,
+                "UNKNOWN_RELEASE",
+                "Release 'rel_x' does not exist",
+                json!({"release_id": "rel_x"}),
             ),
             (
                 Error::TokenNotFound {

@@ -61,7 +61,10 @@ pub struct DeploymentFacts {
     /// The command-capable resources of the current release's stack for the platform, in
     /// declaration order; empty without a current release.
     pub targets: Vec<CommandTarget>,
-    /// What the stack state says of each worker, for push delivery.
+    /// What the manager itself knows of each worker's runtime, for push delivery: never
+    /// taken from a state a client reported (its stack state), since a push target there
+    /// would let a client point commandd, carrying the deployment's token, at any address.
+    /// The manager runs no worker runtimes yet, so it sends none and every push is refused.
     #[serde(default)]
     pub workers: BTreeMap<String, WorkerFacts>,
     /// The deployment's own token, which a pushed command carries as its bearer: the local
@@ -73,9 +76,9 @@ pub struct DeploymentFacts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerFacts {
-    /// The resource's status in the stack state (`running`, ...), if reported.
+    /// The runtime's status (`running`, ...), if known.
     pub status: Option<String>,
-    /// `outputs.commandsPushTarget`.
+    /// The `http://` URL the runtime takes pushed envelopes at.
     pub push_target: Option<String>,
 }
 

@@ -4,10 +4,9 @@
 //! envelope's URLs against the lease URL it called, uploads large responses to the envelope's
 //! storage request and submits with the signed URL and no bearer.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -395,90 +394,58 @@ pub fn response_bytes(api: &Api, status: &Value) -> Vec<u8> {
     }
 }
 
-/// A pushed envelope and the `Authorization` header it came with.
-pub type Push = (Option<String>, Value);
-
-/// A worker runtime's `/_alien/commands` endpoint on a loopback port: it records each
-/// envelope it is pushed, with the `Authorization` header it came with, and answers `status`.
+/// A TCP listener on a loopback port that counts every connection made to it and closes
+/// each at once: put where a client-written state names a push target, it shows whether
+/// anything connected there.
 #[derive(Debug)]
-pub struct PushEndpoint {
+pub struct ConnectionTrap {
     pub url: String,
-    pub received: Arc<Mutex<Vec<Push>>>,
+    connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
-impl PushEndpoint {
-    pub fn start(status: u16) -> PushEndpoint {
+impl ConnectionTrap {
+    pub fn start() -> ConnectionTrap {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!(
             "http://{}/_alien/commands",
             listener.local_addr().expect("address")
         );
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (seen, stopped) = (Arc::clone(&received), Arc::clone(&stop));
+        let (counted, stopped) = (Arc::clone(&connections), Arc::clone(&stop));
         std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                stream.set_nonblocking(false).expect("blocking");
-                let mut reader = BufReader::new(stream);
-                let mut length = 0usize;
-                let mut authorization = None;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+                match listener.accept() {
+                    Ok(_) => {
+                        counted.fetch_add(1, Ordering::SeqCst);
                     }
-                    if let Some((name, value)) = line.split_once(':') {
-                        if name.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().unwrap_or(0);
-                        } else if name.eq_ignore_ascii_case("authorization") {
-                            authorization = Some(value.trim().to_owned());
-                        }
-                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                if let Ok(envelope) = serde_json::from_slice(&body) {
-                    seen.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((authorization, envelope));
-                }
-                let mut stream = reader.into_inner();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
             }
         });
-        PushEndpoint {
+        ConnectionTrap {
             url,
-            received,
+            connections,
             stop,
         }
     }
 
-    pub fn envelopes(&self) -> Vec<Value> {
-        self.pushes()
-            .into_iter()
-            .map(|(_, envelope)| envelope)
-            .collect()
-    }
-
-    /// Each push's `Authorization` header and envelope.
-    pub fn pushes(&self) -> Vec<Push> {
-        self.received
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// The connections made so far, once one was made or `wait` is over.
+    pub fn connections_within(&self, wait: Duration) -> usize {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let seen = self.connections.load(Ordering::SeqCst);
+            if seen > 0 || std::time::Instant::now() >= deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
-impl Drop for PushEndpoint {
+impl Drop for ConnectionTrap {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }

@@ -378,6 +378,57 @@ fn reconcile_checks_the_deployment_then_the_state() {
     assert_eq!(api.status_of(&deployment.id), "pending");
 }
 
+/// A report that names a current release the manager does not have is refused, by reconcile
+/// and by the agent sync alike, whoever sends it, and writes nothing.
+#[test]
+fn a_report_naming_a_release_that_does_not_exist_is_refused() {
+    let api = Api::start();
+    let group = api.create_group();
+    let release = string(&api.create_release(&["local"]), "id");
+    let deployment = api.create_deployment(&group, NewDeployment::pull());
+    let mut running = state("running", "local");
+    running["currentRelease"] = json!({"releaseId": release, "stack": stack()});
+    api.reconcile_as("agent", &deployment, running);
+    let mut forged = state("updating", "local");
+    forged["currentRelease"] = json!({"releaseId": "rel_doesnotexist", "stack": stack()});
+    let admin = api.admin_token().to_owned();
+    let refused = |body: Value| {
+        assert_eq!(body["message"], "Release 'rel_doesnotexist' does not exist");
+        assert_eq!(body["context"], json!({"release_id": "rel_doesnotexist"}));
+    };
+    for (path, body, token) in [
+        (
+            "/v1/sync/reconcile",
+            reconcile_body(&deployment, "s", forged.clone()),
+            &deployment.token,
+        ),
+        (
+            "/v1/sync/reconcile",
+            reconcile_body(&deployment, "s", forged.clone()),
+            &group.token,
+        ),
+        (
+            "/v1/sync/reconcile",
+            reconcile_body(&deployment, "s", forged.clone()),
+            &admin,
+        ),
+        (
+            "/v1/sync",
+            json!({"deploymentId": deployment.id, "currentState": forged}),
+            &deployment.token,
+        ),
+    ] {
+        refused(api.expect_error(
+            &Request::post(path, body).bearer(token),
+            400,
+            "UNKNOWN_RELEASE",
+        ));
+    }
+    let record = api.deployment(&deployment.id);
+    assert_eq!(record["status"], "running", "{record}");
+    assert_eq!(record["currentReleaseId"], release.as_str(), "{record}");
+}
+
 #[test]
 fn reconcile_persists_the_reported_state() {
     let api = Api::start();

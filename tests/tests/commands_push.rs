@@ -1,122 +1,92 @@
-//! Push delivery to a local Worker (docs/compatibility.md, Commands): DISPATCHED before the
-//! send, only a 202 counts, a definite rejection fails the command with DELIVERY_FAILED, an
-//! ambiguous failure leaves it DISPATCHED.
+//! Push delivery to a local Worker (docs/compatibility.md, Commands) takes its push target only
+//! from what the manager itself knows of the deployment's runtime, never from a state a client
+//! wrote: a crafted `commandsPushTarget` makes no daemon connect anywhere, and the command
+//! fails as one whose worker has no push target. How commandd delivers a push (202, 4xx, 5xx,
+//! an unreachable target) is tested in commandd's own tests, with a real listener.
 
 use std::time::Duration;
 
 use e2e::api::{Api, NewDeployment, Request, string};
-use e2e::commands::{PushEndpoint, Target, create_body, http, response_bytes, wait_terminal};
+use e2e::commands::{ConnectionTrap, Target, create_body};
 use serde_json::{Value, json};
 
-fn worker_state(push_target: Option<&str>, status: &str) -> Value {
-    let mut api = json!({"type": "worker", "status": status, "config": {"id": "api"}});
-    if let Some(url) = push_target {
-        api["outputs"] = json!({"commandsPushTarget": url});
-    }
-    json!({"platform": "local", "resourcePrefix": "p", "resources": {"api": api}})
+fn worker_state(push_target: &str) -> Value {
+    json!({"platform": "local", "resourcePrefix": "p", "resources": {"api": {
+        "type": "worker", "status": "running", "config": {"id": "api"},
+        "outputs": {"commandsPushTarget": push_target},
+    }}})
 }
 
-fn push_target(api: &Api, state: Value) -> Target {
-    Target::with_state(
-        api,
+/// A command to the deployment's worker fails at once as undeliverable.
+fn assert_undeliverable(api: &Api, target: &Target, how: &str) {
+    let created = api.expect(
+        &Request::post("/v1/commands", create_body(target, json!({}))).auth(api.admin()),
+        200,
+    );
+    assert_eq!(created["state"], "FAILED", "{how}: {created}");
+    let status = api.expect(
+        &Request::get(format!("/v1/commands/{}", string(&created, "commandId"))).auth(api.admin()),
+        200,
+    );
+    assert_eq!(
+        status["response"],
+        json!({"status": "error", "code": "DELIVERY_FAILED", "message": "Worker runtime did not accept command delivery"}),
+        "{how}"
+    );
+}
+
+#[test]
+fn a_reported_push_target_makes_no_daemon_connect_anywhere() {
+    let api = Api::start();
+    let trap = ConnectionTrap::start();
+    let stack_state = worker_state(&trap.url);
+    // The fixture reports the state as the admin.
+    let target = Target::with_state(
+        &api,
         NewDeployment::on("local"),
         &[("api", "worker", true)],
         "running",
-        Some(state),
-    )
-}
-
-#[test]
-fn a_202_delivers_and_the_worker_answers_through_the_signed_url() {
-    let api = Api::start();
-    let endpoint = PushEndpoint::start(202);
-    let target = push_target(&api, worker_state(Some(&endpoint.url), "running"));
-    let created = api.expect(
-        &Request::post("/v1/commands", create_body(&target, json!({}))).auth(api.admin()),
-        200,
+        Some(stack_state.clone()),
     );
-    assert_eq!(created["state"], "DISPATCHED", "{created}");
-    let id = string(&created, "commandId");
-    let pushes = endpoint.pushes();
-    assert_eq!(pushes.len(), 1);
-    let (authorization, envelope) = &pushes[0];
-    // The runtime accepts a push only with the deployment's own token.
-    assert_eq!(
-        authorization.as_deref(),
-        Some(format!("Bearer {}", target.deployment.token).as_str())
-    );
-    assert_eq!(envelope["commandId"], id.as_str());
-    let submit = envelope["responseHandling"]["submitResponseUrl"]
-        .as_str()
-        .expect("url");
-    assert!(
-        submit.starts_with("http://")
-            && submit.contains(&format!("/v1/commands/{id}/response?response_token=")),
-        "absolute: {submit}"
-    );
-    let answer =
-        json!({"status": "success", "response": {"mode": "inline", "inlineBase64": "b2s="}});
-    let (status, _) = http(
-        "PUT",
-        submit,
-        None,
-        Some("application/json"),
-        answer.to_string().into_bytes(),
-    );
-    assert_eq!(status, 200);
-    let done = wait_terminal(&api, &id, Duration::from_secs(30));
-    assert_eq!(done["state"], "SUCCEEDED");
-    assert_eq!(response_bytes(&api, &done), b"ok");
-}
-
-#[test]
-fn definite_rejections_fail_and_ambiguous_failures_stay_dispatched() {
-    let api = Api::start();
-    let refused = PushEndpoint::start(400);
-    let broken = PushEndpoint::start(500);
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!(
-            "http://{}/_alien/commands",
-            listener.local_addr().expect("address")
-        )
-    };
-    // (stack state, state answered)
-    let cases = [
-        (worker_state(Some(&refused.url), "running"), "FAILED"),
-        (worker_state(Some(&closed), "running"), "FAILED"),
-        (worker_state(None, "running"), "FAILED"),
-        (worker_state(Some(&refused.url), "provisioning"), "FAILED"),
-        (worker_state(Some(&broken.url), "running"), "DISPATCHED"),
+    assert_undeliverable(&api, &target, "reconcile, admin");
+    let (id, state) = (&target.deployment.id, &target.state);
+    let reports = [
+        (
+            "reconcile, deployment token",
+            Request::post(
+                "/v1/sync/reconcile",
+                json!({"deploymentId": id, "session": "s", "state": state}),
+            )
+            .bearer(&target.deployment.token),
+        ),
+        (
+            "reconcile, deployment-group token",
+            Request::post(
+                "/v1/sync/reconcile",
+                json!({"deploymentId": id, "session": "s", "state": state}),
+            )
+            .bearer(&target.group.token),
+        ),
+        (
+            "agent sync, deployment token",
+            Request::post(
+                "/v1/sync",
+                json!({"deploymentId": id, "currentState": state}),
+            )
+            .bearer(&target.deployment.token),
+        ),
     ];
-    let targets: Vec<Target> = cases
-        .iter()
-        .map(|(state, _)| push_target(&api, state.clone()))
-        .collect();
-    for (target, (state, expected)) in targets.iter().zip(cases) {
-        target.report(&api);
-        let created = api.expect(
-            &Request::post("/v1/commands", create_body(target, json!({}))).auth(api.admin()),
-            200,
-        );
-        assert_eq!(created["state"], expected, "{state}: {created}");
-        let status = api.expect(
-            &Request::get(format!("/v1/commands/{}", string(&created, "commandId")))
-                .auth(api.admin()),
-            200,
-        );
-        assert_eq!(status["state"], expected);
-        if expected == "FAILED" {
-            assert_eq!(
-                status["response"],
-                json!({"status": "error", "code": "DELIVERY_FAILED", "message": "Worker runtime did not accept command delivery"}),
-                "{state}"
-            );
-        }
+    for (how, report) in reports {
+        api.expect(&report, 200);
+        // The state is the client's to keep and read back, as before.
+        let record = api.deployment(id);
+        assert_eq!(record["stackState"], stack_state, "{how}: {record}");
+        assert_eq!(record["status"], "running", "{how}: {record}");
+        assert_undeliverable(&api, &target, how);
     }
     assert_eq!(
-        refused.envelopes().len(),
-        1,
-        "not sent to a worker that is not running"
+        trap.connections_within(Duration::from_secs(2)),
+        0,
+        "something connected to the push target a client reported"
     );
 }

@@ -4,7 +4,7 @@
 //! only from the repositories its release references, and `Location`s that point at the
 //! manager's public address.
 
-use e2e::api::{Api, NewDeployment, Request, state, string};
+use e2e::api::{Api, NewDeployment, Request, stack, state, string};
 use e2e::registry::{
     Cred, Image, Oci, REPOSITORY, create_release_with_images, location, read_oci_layout, sha256,
     skopeo_copy, with_digest,
@@ -312,6 +312,89 @@ fn a_deployment_pulls_from_its_current_release_rather_than_its_desired_one() {
         &oci.manifest(&one, "v1", &cred),
         "not in the desired release",
     );
+}
+
+/// Only releases the manager assigned open repositories: a deployment that reports another
+/// (existing) release as its current one has that recorded, and pulls no more than before.
+#[test]
+fn a_deployment_cannot_widen_its_pulls_by_reporting_another_release() {
+    let api = Api::start();
+    let oci = Oci::new(&api);
+    let admin = Cred::bearer(api.admin_token());
+    let host = oci.host().to_owned();
+    let (one, two) = (format!("{REPOSITORY}/one"), format!("{REPOSITORY}/two"));
+    let image = Image::generate(41, &[4096]);
+    image.push(&oci, &one, "v1", &admin);
+    image.push(&oci, &two, "v1", &admin);
+    let assigned = create_release_with_images(&api, &[&format!("{host}/{one}:v1")]);
+    let assigned = string(&assigned, "id");
+    let group = api.create_group();
+    let deployment = api.create_deployment(&group, NewDeployment::pull());
+    // Made while the deployment is pending, so never its desired release.
+    let other = create_release_with_images(&api, &[&format!("{host}/{two}:v1")]);
+    let other = string(&other, "id");
+    assert_eq!(
+        api.deployment(&deployment.id)["desiredReleaseId"],
+        assigned.as_str()
+    );
+    let cred = Cred::basic("deployment", &deployment.token);
+    let running_on = |release: &str| {
+        let mut running = state("running", "local");
+        running["currentRelease"] = json!({"releaseId": release, "stack": stack()});
+        running
+    };
+    let reports = [
+        Request::post(
+            "/v1/sync/reconcile",
+            json!({"deploymentId": deployment.id, "session": "s", "state": running_on(&other)}),
+        ),
+        Request::post(
+            "/v1/sync",
+            json!({"deploymentId": deployment.id, "currentState": running_on(&other)}),
+        ),
+    ];
+    for report in reports {
+        // The release the manager assigned, reached by a report of the deployment's own.
+        api.expect(
+            &Request::post(
+                "/v1/sync/reconcile",
+                json!({"deploymentId": deployment.id, "session": "s", "state": running_on(&assigned)}),
+            )
+            .bearer(&deployment.token),
+            200,
+        );
+        assert_eq!(oci.manifest(&one, "v1", &cred).status, 200, "{report}");
+        assert_denied(&oci.manifest(&two, "v1", &cred), "before the report");
+
+        api.expect(&report.clone().bearer(&deployment.token), 200);
+        let record = api.deployment(&deployment.id);
+        assert_eq!(
+            record["currentReleaseId"],
+            other.as_str(),
+            "{report}: {record}"
+        );
+        assert_eq!(
+            oci.manifest(&one, "v1", &cred).status,
+            200,
+            "{report}: the release the manager assigned"
+        );
+        assert_denied(
+            &oci.manifest(&two, "v1", &cred),
+            &format!("{report}: a release only the deployment's report names"),
+        );
+        for (digest, _) in image.blobs() {
+            assert_denied(
+                &oci.call(
+                    "GET",
+                    &format!("/v2/{two}/blobs/{digest}"),
+                    &cred,
+                    &[],
+                    Vec::new(),
+                ),
+                &format!("{report}: blob {digest}"),
+            );
+        }
+    }
 }
 
 #[test]

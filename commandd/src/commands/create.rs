@@ -289,13 +289,13 @@ impl Commands {
         }
         let worker = deployment.workers.get(&command.target.resource_id);
         let outcome = match worker {
-            None => push::Outcome::Rejected("the stack state has no such worker".into()),
+            None => push::Outcome::Rejected("the manager knows no runtime of this worker".into()),
             Some(w) if w.status.as_deref() != Some("running") => push::Outcome::Rejected(format!(
                 "the worker is {}, not running",
                 w.status.as_deref().unwrap_or("without a status")
             )),
             Some(w) => match &w.push_target {
-                None => push::Outcome::Rejected("the worker has no commandsPushTarget".into()),
+                None => push::Outcome::Rejected("the worker's runtime has no push target".into()),
                 Some(url) => push::deliver(url, &envelope, deployment.push_token.as_ref()).await,
             },
         };

@@ -8,7 +8,8 @@
 //!   embedded registry's, the one project's, which is all of its groups'. The public manager
 //!   refuses it any read, which breaks clients that check with `HEAD` for layers a registry
 //!   already has before they push.
-//! - A deployment token reads the repositories its release references, and nothing else.
+//! - A deployment token reads the repositories the release the manager assigned it
+//!   references (`super::pulls`), and nothing else.
 //! - Deleting manifests and blobs, and listing every repository, are the admin's.
 //! - A token that lost its binding does nothing here, as it does nothing but read releases
 //!   elsewhere.

@@ -1,7 +1,8 @@
-//! Whether a deployment may pull from a repository: whether the release it runs (its
-//! current one, else its desired one) references it.
+//! Whether a deployment may pull from a repository: whether the release the manager assigned
+//! it references it (the desired release it last reached, else its desired one; never the
+//! current release its own reports name, which could be any: `deployments::pull_release_of`).
 //!
-//! Each request reads which release that is, so that a deployment that moves to a new
+//! Each request reads which release that is, so that a deployment that reaches a new
 //! release pulls its images at once. The repositories a release references are kept per
 //! release: releases never change, so the cache is never stale, and a layer pulled by a
 //! deployment costs one indexed read rather than parsing its release's stacks again.
@@ -24,7 +25,7 @@ pub enum Pull {
     /// The deployment's release does not reference the repository.
     NotReferenced,
     NoDeployment,
-    /// The deployment has neither a current nor a desired release (or it is gone).
+    /// The deployment has neither a reached nor a desired release (or it is gone).
     NoRelease,
 }
 
@@ -105,7 +106,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn deployments_pull_what_their_current_else_desired_release_references() {
+    async fn deployments_pull_what_their_reached_else_desired_release_references() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path().join("manager.db"))
             .await
@@ -131,8 +132,9 @@ mod tests {
                     )?;
                 }
                 for (id, desired) in [
-                    ("dep_current", Some("rel_two")),
+                    ("dep_reached", Some("rel_two")),
                     ("dep_desired", Some("rel_two")),
+                    ("dep_reporting", Some("rel_one")),
                     ("dep_none", None),
                     ("dep_gone_release", Some("rel_gone")),
                 ] {
@@ -154,7 +156,12 @@ mod tests {
                     )?;
                 }
                 tx.execute(
-                    "UPDATE deployments SET current_release_id = 'rel_one' WHERE id = 'dep_current'",
+                    "UPDATE deployments SET reached_release_id = 'rel_one' WHERE id = 'dep_reached'",
+                    [],
+                )?;
+                // What a report names as current counts for nothing.
+                tx.execute(
+                    "UPDATE deployments SET current_release_id = 'rel_two' WHERE id IN ('dep_reached', 'dep_reporting')",
                     [],
                 )?;
                 Ok(())
@@ -164,8 +171,14 @@ mod tests {
 
         let pulls = ReleaseRepositories::default();
         let cases = [
-            ("dep_current", "artifacts/default/one", Pull::Allowed),
-            ("dep_current", "artifacts/default/two", Pull::NotReferenced),
+            ("dep_reached", "artifacts/default/one", Pull::Allowed),
+            ("dep_reached", "artifacts/default/two", Pull::NotReferenced),
+            ("dep_reporting", "artifacts/default/one", Pull::Allowed),
+            (
+                "dep_reporting",
+                "artifacts/default/two",
+                Pull::NotReferenced,
+            ),
             ("dep_desired", "artifacts/default/two", Pull::Allowed),
             ("dep_desired", "artifacts/default", Pull::Allowed),
             ("dep_desired", "artifacts/default/one", Pull::NotReferenced),
@@ -191,11 +204,11 @@ mod tests {
         let cached: BTreeSet<String> = pulls.cache.lock().expect("cache").keys().cloned().collect();
         assert_eq!(cached, ["rel_one", "rel_two"].map(str::to_owned).into());
 
-        // A deployment that moves to another release pulls from it at once.
+        // A deployment that reaches another release pulls from it at once.
         store
             .transaction(|tx| {
                 tx.execute(
-                    "UPDATE deployments SET current_release_id = 'rel_two' WHERE id = 'dep_current'",
+                    "UPDATE deployments SET reached_release_id = 'rel_two' WHERE id = 'dep_reached'",
                     [],
                 )?;
                 Ok(())
@@ -203,7 +216,7 @@ mod tests {
             .await
             .expect("move");
         let moved = pulls
-            .check(&store, "dep_current", "artifacts/default/two")
+            .check(&store, "dep_reached", "artifacts/default/two")
             .await
             .expect("check");
         assert_eq!(moved, Pull::Allowed);

@@ -111,6 +111,7 @@ pub async fn reconcile(
             let deployment = load_in(tx, &subject, &request.deployment_id, Op::SyncDeployment)?;
             let mut report: DeploymentState = serde_json::from_str(request.state.get())
                 .map_err(|e| Error::BadRequest(format!("Invalid deployment state: {e}")))?;
+            known_release(tx, &report)?;
             reconcile::preserve_gate_answers(
                 parse(deployment.runtime_metadata.as_deref())?.as_ref(),
                 &mut report,
@@ -250,6 +251,7 @@ impl AgentSync {
         let mut deployment = load_in(conn, &self.subject, &self.deployment_id, Op::SyncDeployment)?;
         let mut ignored = false;
         if let Some(mut report) = report {
+            known_release(conn, &report)?;
             let recorded = recorded(&deployment);
             if reconcile::sync_ignores(&recorded, &report) {
                 ignored = true;
@@ -311,6 +313,21 @@ fn recorded(deployment: &Deployment) -> Recorded<'_> {
         has_state: deployment.stack_state.is_some()
             || deployment.environment_info.is_some()
             || deployment.runtime_metadata.is_some(),
+    }
+}
+
+/// A report may name as its current release only one the manager has: a made-up id would be
+/// recorded as the deployment's release, which commands and telemetry then go by.
+fn known_release(conn: &rusqlite::Connection, report: &DeploymentState) -> Result<(), Error> {
+    match report
+        .current_release
+        .as_ref()
+        .and_then(|release| release.release_id.as_deref())
+    {
+        Some(id) if !releases::exists(conn, id)? => Err(Error::UnknownRelease {
+            release_id: id.to_owned(),
+        }),
+        _ => Ok(()),
     }
 }
 

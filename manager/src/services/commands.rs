@@ -1,8 +1,10 @@
 //! The facts commandd needs about a deployment, read from our records: commandd never reads
 //! the manager's database, so each forwarded request carries them (`protocol::commandd`).
 
+use std::collections::BTreeMap;
+
 use plumbing::config::Secret;
-use protocol::commandd::{DeploymentFacts, WorkerFacts};
+use protocol::commandd::DeploymentFacts;
 use protocol::commands::{CommandTarget, DeliveryMode, TargetType};
 use serde::Deserialize;
 use serde_json::Value;
@@ -29,10 +31,6 @@ pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentF
         }
         None => Vec::new(),
     };
-    let workers = match &deployment.stack_state {
-        Some(state) => workers(&serde_json::from_str(state.get())?),
-        None => Default::default(),
-    };
     let id = deployment.id.clone();
     let push_token = store
         .read(move |conn| deployments::workload_token(conn, &id))
@@ -47,7 +45,10 @@ pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentF
             DeploymentModel::Pull => DeliveryMode::Pull,
         },
         targets,
-        workers,
+        // What the manager itself knows of the deployment's worker runtimes, which is nothing
+        // yet. A client's stack state is never a source: its push targets would let anyone
+        // who may report a state make commandd connect anywhere with the deployment's token.
+        workers: BTreeMap::new(),
         push_token,
     })
 }
@@ -112,31 +113,8 @@ where
     deserializer.deserialize_map(Entries(std::marker::PhantomData))
 }
 
-/// What the stack state says of each worker: its status and push target, for push delivery.
-fn workers(stack_state: &Value) -> std::collections::BTreeMap<String, WorkerFacts> {
-    let Some(resources) = stack_state.get("resources").and_then(Value::as_object) else {
-        return Default::default();
-    };
-    resources
-        .iter()
-        .filter(|(_, r)| r.get("type").and_then(Value::as_str) == Some("worker"))
-        .map(|(id, r)| {
-            let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-            (
-                id.clone(),
-                WorkerFacts {
-                    status: text(r.get("status")),
-                    push_target: text(r.pointer("/outputs/commandsPushTarget")),
-                },
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -163,23 +141,5 @@ mod tests {
             ]
         );
         assert!(command_targets(r#"{"id": "x"}"#).expect("none").is_empty());
-    }
-
-    #[test]
-    fn workers_of_a_stack_state() {
-        let state = json!({"resources": {
-            "api": {"type": "worker", "status": "running",
-                    "outputs": {"commandsPushTarget": "http://127.0.0.1:1/_alien/commands"}},
-            "jobs": {"type": "container", "status": "running"},
-            "new": {"type": "worker"}
-        }});
-        let workers = workers(&state);
-        assert_eq!(workers.len(), 2);
-        assert_eq!(workers["api"].status.as_deref(), Some("running"));
-        assert_eq!(
-            workers["api"].push_target.as_deref(),
-            Some("http://127.0.0.1:1/_alien/commands")
-        );
-        assert_eq!(workers["new"].push_target, None);
     }
 }

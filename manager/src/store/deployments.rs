@@ -204,12 +204,14 @@ pub fn group_of(conn: &Connection, id: &str) -> Result<Option<String>, Error> {
         .optional()?)
 }
 
-/// The release a deployment's images are pulled from: its current one, else its desired
-/// one. `None` when there is no such deployment, `Some(None)` when it has neither.
+/// The release a deployment's images are pulled from, always one the manager assigned it:
+/// the last desired release it reported reaching, else its desired one. The current release
+/// its reports name is not: a report could name any release. `None` when there is no such
+/// deployment, `Some(None)` when it has neither.
 pub fn pull_release_of(conn: &Connection, id: &str) -> Result<Option<Option<String>>, Error> {
     Ok(conn
         .prepare_cached(
-            "SELECT COALESCE(current_release_id, desired_release_id) FROM deployments WHERE id = ?1",
+            "SELECT COALESCE(reached_release_id, desired_release_id) FROM deployments WHERE id = ?1",
         )?
         .query_row([id], |row| row.get(0))
         .optional()?)
@@ -547,7 +549,8 @@ pub fn release_lock(conn: &Connection, id: &str, session: &str) -> Result<(), Er
 }
 
 /// Persists a reported state as [`crate::lifecycle::reconcile::write`] decided. Matched by id
-/// only: reports are not gated on the lock.
+/// only: reports are not gated on the lock. A report that reaches the desired release also
+/// records it as reached (see [`pull_release_of`]).
 pub fn apply_report(
     conn: &Connection,
     id: &str,
@@ -561,6 +564,7 @@ pub fn apply_report(
         "UPDATE deployments SET
              status = ?1, stack_state = ?2, environment_info = ?3, runtime_metadata = ?4,
              current_release_id = ?5,
+             reached_release_id = CASE WHEN ?6 THEN desired_release_id ELSE reached_release_id END,
              desired_release_id = CASE WHEN ?6 THEN NULL ELSE desired_release_id END,
              retry_requested = ?7, error = ?8, deployment_protocol_version = ?9,
              next_step_after = CASE WHEN ?10 IS NULL THEN NULL ELSE {} END,

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use crate::Error;
 
-const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA, CREATION_ORDER];
+const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA, CREATION_ORDER, REACHED_RELEASE];
 
 /// The public manager's tables, columns and indexes, less `commands`, which commandd keeps.
 const INITIAL_SCHEMA: &str = "
@@ -109,6 +109,16 @@ FROM (SELECT rowid AS r, row_number() OVER (ORDER BY created_at, rowid) AS n FRO
 WHERE deployments.rowid = ordered.r;
 CREATE UNIQUE INDEX idx_deployments_seq ON deployments(seq);
 CREATE INDEX idx_deployments_group_seq ON deployments(deployment_group_id, seq);
+";
+
+/// The release a deployment pulls images from must be one the manager assigned it, not one
+/// its own report names: `reached_release_id` is the last desired release a report said the
+/// deployment reached. A database from before could not tell the two apart, so the current
+/// release it records, if it is a release there, is taken as reached.
+const REACHED_RELEASE: &str = "
+ALTER TABLE deployments ADD COLUMN reached_release_id TEXT;
+UPDATE deployments SET reached_release_id = current_release_id
+WHERE current_release_id IN (SELECT id FROM releases);
 ";
 
 /// Brings the database at `path` (named in errors) up to date, one transaction per
@@ -225,6 +235,45 @@ mod tests {
         assert_eq!(order("releases"), ["rel_a", "rel_b1", "rel_b2", "rel_c"]);
         assert_eq!(order("deployment_groups"), ["dg_1", "dg_2"]);
         assert_eq!(order("deployments"), ["dep_1", "dep_2"]);
+    }
+
+    #[test]
+    fn a_version_2_database_takes_recorded_current_releases_as_reached() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        let tx = conn.transaction().expect("begin");
+        for migration in &MIGRATIONS[..2] {
+            tx.execute_batch(migration).expect("earlier versions");
+        }
+        tx.pragma_update(None, "user_version", 2)
+            .expect("set version");
+        tx.execute_batch(
+            "INSERT INTO releases (id, stack, seq) VALUES ('rel_a', '{}', 1);
+             INSERT INTO deployments (id, name, deployment_group_id, platform, status, stack_settings, current_release_id, desired_release_id, seq) VALUES
+                 ('dep_1', 'a', 'dg_1', 'local', 'running', '{}', 'rel_a', NULL, 1),
+                 ('dep_2', 'b', 'dg_1', 'local', 'running', '{}', 'rel_gone', 'rel_a', 2),
+                 ('dep_3', 'c', 'dg_1', 'local', 'pending', '{}', NULL, 'rel_a', 3);",
+        )
+        .expect("rows");
+        tx.commit().expect("commit");
+
+        apply(&mut conn, Path::new(":memory:")).expect("migrate");
+        assert_eq!(user_version(&conn), LATEST);
+        let mut stmt = conn
+            .prepare("SELECT id, reached_release_id FROM deployments ORDER BY seq")
+            .expect("prepare");
+        let reached: Vec<(String, Option<String>)> = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            reached,
+            [
+                ("dep_1".to_owned(), Some("rel_a".to_owned())),
+                ("dep_2".to_owned(), None),
+                ("dep_3".to_owned(), None),
+            ]
+        );
     }
 
     #[test]

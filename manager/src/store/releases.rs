@@ -103,6 +103,14 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Release>, Error> {
         .transpose()
 }
 
+pub fn exists(conn: &Connection, id: &str) -> Result<bool, Error> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM releases WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 pub fn latest(conn: &Connection) -> Result<Option<Release>, Error> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM releases ORDER BY seq DESC LIMIT 1"

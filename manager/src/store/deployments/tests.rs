@@ -410,6 +410,70 @@ fn reports_are_written_as_decided() {
     assert!(d.updated_at.is_some());
 }
 
+/// A deployment pulls from a release the manager assigned it (its desired one, and once a
+/// report reaches that, the reached one), whatever its reports name as current.
+#[test]
+fn the_pull_release_is_one_the_manager_assigned() {
+    let conn = database();
+    add(&conn, "dep_1", DeploymentStatus::Pending);
+    let report = |current: Option<&str>| {
+        let d = get(&conn, "dep_1").expect("get").expect("there");
+        let mut state = json!({"status": "running", "platform": "aws", "protocolVersion": 1});
+        if let Some(id) = current {
+            state["currentRelease"] = json!({"releaseId": id, "stack": {}});
+        }
+        let state: DeploymentState = serde_json::from_value(state).expect("state");
+        let recorded = reconcile::Recorded {
+            status: d.status(),
+            retry_requested: d.retry_requested,
+            current_release_id: d.current_release_id.as_deref(),
+            desired_release_id: d.desired_release_id.as_deref(),
+            locked_by: None,
+            has_state: false,
+        };
+        let write = reconcile::write(&recorded, &state, "s", None);
+        apply_report(&conn, "dep_1", &state, &write).expect("apply");
+    };
+    let pulls = || {
+        pull_release_of(&conn, "dep_1")
+            .expect("read")
+            .expect("there")
+    };
+    assert_eq!(pulls(), None, "nothing assigned");
+    report(Some("rel_other"));
+    assert_eq!(pulls(), None, "a report assigns nothing");
+    set(&conn, "dep_1", "desired_release_id = ?2", "rel_1");
+    assert_eq!(pulls().as_deref(), Some("rel_1"), "desired");
+    report(Some("rel_other"));
+    assert_eq!(pulls().as_deref(), Some("rel_1"), "still desired");
+    report(Some("rel_1"));
+    let d = get(&conn, "dep_1").expect("get").expect("there");
+    assert_eq!(d.desired_release_id, None, "reached");
+    assert_eq!(pulls().as_deref(), Some("rel_1"), "reached");
+    adopt_release(&conn, "rel_2").expect("adopt");
+    assert_eq!(
+        pulls().as_deref(),
+        Some("rel_1"),
+        "the reached one while it updates"
+    );
+    report(Some("rel_other"));
+    report(None);
+    assert_eq!(pulls().as_deref(), Some("rel_1"), "reports change nothing");
+    report(Some("rel_2"));
+    assert_eq!(pulls().as_deref(), Some("rel_2"), "the new one reached");
+    report(Some("rel_other"));
+    assert_eq!(pulls().as_deref(), Some("rel_2"));
+    assert_eq!(
+        get(&conn, "dep_1")
+            .expect("get")
+            .expect("there")
+            .current_release_id
+            .as_deref(),
+        Some("rel_other"),
+        "the report's current release is recorded as it is"
+    );
+}
+
 #[test]
 fn lists_filter_by_groups_and_name_newest_first() {
     let conn = database();
