@@ -15,6 +15,8 @@ use clap::Parser;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before anything creates a file: the data directory holds tokens and keys.
+    plumbing::modes::restrict_umask();
     match args::Cli::parse().command {
         args::Command::Serve(args) => serve::run(args),
         args::Command::Health(args) => health::run(args),
