@@ -24,6 +24,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every connection and file is a descriptor: start with as many as the hard limit allows,
+/// rather than the shell's or container's default soft limit. Under `alien serve` the
+/// daemons inherit the supervisor's raised limit; under systemd each raises its own.
+fn raise_open_file_limit() {
+    match plumbing::fd_limit::raise() {
+        Ok(raised) if raised.to > raised.from => {
+            tracing::info!(
+                from = raised.from,
+                to = raised.to,
+                "raised the open-file limit"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+}
+
 /// Prints a fatal error as the one line a user reads, and returns `code`.
 fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {error}");
