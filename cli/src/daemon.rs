@@ -14,6 +14,7 @@ use crate::{EXIT_CONFIG, fail};
 
 pub fn run(args: DaemonArgs) -> ExitCode {
     logging::init(LogFormat::from(args.log_format));
+    crate::raise_open_file_limit();
     let name = format!("{:?}", args.daemon).to_lowercase();
     let config = match plumbing::config::load(&args.config.overrides(args.data_dir.clone())) {
         Ok(config) => config,

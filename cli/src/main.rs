@@ -15,10 +15,29 @@ use clap::Parser;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before anything creates a file: the data directory holds tokens and keys.
+    plumbing::modes::restrict_umask();
     match args::Cli::parse().command {
         args::Command::Serve(args) => serve::run(args),
         args::Command::Health(args) => health::run(args),
         args::Command::Daemon(args) => daemon::run(args),
+    }
+}
+
+/// Every connection and file is a descriptor: start with as many as the hard limit allows,
+/// rather than the shell's or container's default soft limit. Under `alien serve` the
+/// daemons inherit the supervisor's raised limit; under systemd each raises its own.
+fn raise_open_file_limit() {
+    match plumbing::fd_limit::raise() {
+        Ok(raised) if raised.to > raised.from => {
+            tracing::info!(
+                from = raised.from,
+                to = raised.to,
+                "raised the open-file limit"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
 }
 

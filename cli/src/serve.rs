@@ -18,6 +18,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
     let log_format = LogFormat::from(args.log_format);
     logging::init(log_format);
+    crate::raise_open_file_limit();
     let config = match plumbing::config::load(&args.config.overrides(args.data_dir.clone())) {
         Ok(config) => config,
         Err(error) => return fail(EXIT_CONFIG, error),

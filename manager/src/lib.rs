@@ -8,6 +8,7 @@
 mod auth;
 mod authz;
 mod bootstrap;
+mod connections;
 mod daemons;
 mod error;
 mod extract;
@@ -80,7 +81,9 @@ pub async fn run(
             .unwrap_or(usize::MAX),
         shutdown: ctx.shutdown.clone(),
     };
-    server::serve(listener, server::router(state), ctx.shutdown).await
+    let open_files = plumbing::fd_limit::current().unwrap_or(u64::MAX);
+    let limits = connections::Limits::new(&ctx.config.server, open_files);
+    server::serve(listener, server::router(state), limits, ctx.shutdown).await
 }
 
 /// The public manager acts on these settings; we accept them so that its files keep working,

@@ -5,14 +5,14 @@ use std::net::{IpAddr, SocketAddr};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
-use axum::serve::ListenerExt;
 use plumbing::config::ServerConfig;
 use plumbing::notify;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::StartError;
+use crate::connections::{self, Limits};
 use crate::extract::BODY_LIMIT;
 use crate::routes::{
     build_config, commands, deployment_groups, deployments, health, initialize, registry, releases,
@@ -141,23 +141,17 @@ pub async fn listen(
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr().map_err(StartError::Serve)?;
-    info!("Alien Manager running on http://{addr}");
+    info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        keep_alive_timeout = ?limits.keep_alive_timeout,
+        "Alien Manager running on http://{addr}"
+    );
     notify::ready();
-    // Without TCP_NODELAY a response's last small segment waits for the client's delayed ACK
-    // (about 40 ms): small-blob pulls through /v2 stalled on it.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            notify::stopping();
-        })
-        .await
-        .map_err(StartError::Serve)
+    connections::serve(listener, router, limits, shutdown).await;
+    Ok(())
 }

@@ -5,14 +5,17 @@
 //! of the data directory lives and who owns it ([`layout`]), and how they talk to each other
 //! (HTTP/1.1 over Unix sockets in [`uds`], readiness with the systemd notify protocol in
 //! [`notify`]). It also holds the wire error envelope ([`envelope`]), log setup ([`logging`]), the
-//! clock ([`clock`]) and percent-encoding ([`percent`]) so that they are written once.
+//! clock ([`clock`]), percent-encoding ([`percent`]), the private file modes of the data
+//! directory ([`modes`]) and the open-file limit ([`fd_limit`]) so that they are written once.
 
 pub mod clock;
 pub mod config;
 pub mod envelope;
+pub mod fd_limit;
 pub mod layout;
 pub mod lock;
 pub mod logging;
+pub mod modes;
 pub mod notify;
 pub mod percent;
 pub mod shutdown;

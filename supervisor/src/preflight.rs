@@ -9,6 +9,7 @@ use plumbing::lock::{LockError, LockFile};
 use plumbing::uds::UdsError;
 use plumbing::{Config, DataDir};
 use socket2::{Domain, Socket, Type};
+use tracing::warn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -71,6 +72,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, PreflightError> {
         },
         other => PreflightError::Lock(other),
     })?;
+    make_private(config, &data);
     plumbing::uds::ensure_run_dir(&data)?;
     Ok(Prepared {
         data,
@@ -120,6 +122,45 @@ fn check_data_dir(data: &DataDir) -> Result<(), PreflightError> {
     let written = std::fs::File::create(&probe).and_then(|f| f.sync_all());
     let _ = std::fs::remove_file(&probe);
     written.map_err(|source| PreflightError::NotWritable { path, source })
+}
+
+/// Files left readable by others (made under a looser umask by an earlier version, or copied
+/// in by hand) become private before any daemon starts, while nothing else writes here: the
+/// data directory, and the database with its WAL files when `[database] path` puts it
+/// elsewhere.
+fn make_private(config: &Config, data: &DataDir) {
+    let mut roots = vec![data.root().to_path_buf()];
+    let database = config.database_path();
+    if !database.starts_with(data.root()) {
+        for suffix in ["-wal", "-shm"] {
+            let mut name = database.as_os_str().to_owned();
+            name.push(suffix);
+            roots.push(name.into());
+        }
+        roots.push(database);
+    }
+    let (mut changed, mut failed, mut first_failure) = (0, 0, None);
+    for root in roots {
+        let done = plumbing::modes::tighten(&root);
+        changed += done.changed;
+        failed += done.failed;
+        first_failure = first_failure.or(done.first_failure);
+    }
+    if changed > 0 {
+        warn!(
+            count = changed,
+            data_dir = %data.root().display(),
+            "made files and directories that other users could read private (files 0600, directories 0700)"
+        );
+    }
+    if let Some((path, error)) = first_failure {
+        warn!(
+            count = failed,
+            path = %path.display(),
+            %error,
+            "cannot make some files of the data directory private"
+        );
+    }
 }
 
 #[cfg(test)]

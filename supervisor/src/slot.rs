@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -115,6 +116,8 @@ impl Slot {
             _ => {}
         }
         let notify = UnixDatagram::bind(&notify_path)?;
+        // Anyone who can send to it can claim the daemon is ready: the service user only.
+        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o600))?;
         Ok(Slot {
             daemon,
             shared,

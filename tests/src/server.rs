@@ -58,6 +58,20 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     pub run_as: RunAs,
     pub isolation: Isolation,
+    /// A command `alien serve` is started through, which must end by executing it in its own
+    /// process, as `prlimit ... --` does, or [`with_umask`].
+    pub exec_through: Vec<OsString>,
+}
+
+/// Starts `alien serve` with umask `mask` (a shell sets it, then executes the server).
+pub fn with_umask(mask: u32) -> Vec<OsString> {
+    [
+        "sh".to_owned(),
+        "-c".to_owned(),
+        format!("umask {mask:03o} && exec \"$0\" \"$@\""),
+    ]
+    .map(OsString::from)
+    .to_vec()
 }
 
 /// A port on 127.0.0.1 that nothing listened on a moment ago, and that no other test of
@@ -181,6 +195,7 @@ impl Server {
         if options.run_as == RunAs::Unprivileged {
             prefix.extend(unprivileged_prefix());
         }
+        prefix.extend(options.exec_through.iter().cloned());
         let invocation = Invocation {
             prefix,
             args,

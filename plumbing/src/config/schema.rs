@@ -42,6 +42,16 @@ pub struct ServerConfig {
     pub releases_url: Option<String>,
     pub deployment_interval_secs: u64,
     pub heartbeat_interval_secs: u64,
+    /// Ours, as the two timeouts below: client connections open at once. At the cap, the
+    /// connection idle the longest is closed for each new one.
+    pub max_connections: u32,
+    /// A request's head must arrive within this long of the connection opening, or of its
+    /// first byte on a kept-alive connection.
+    pub header_read_timeout_secs: u64,
+    /// A request's body may pause this long while it is being read.
+    pub body_read_timeout_secs: u64,
+    /// A kept-alive connection with no request in flight is closed after this long.
+    pub keep_alive_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -53,7 +63,25 @@ impl Default for ServerConfig {
             releases_url: None,
             deployment_interval_secs: 3,
             heartbeat_interval_secs: 60,
+            // nginx's defaults: worker_connections in its stock nginx.conf,
+            // client_header_timeout, client_body_timeout and keepalive_timeout.
+            max_connections: 1024,
+            header_read_timeout_secs: 60,
+            body_read_timeout_secs: 60,
+            keep_alive_timeout_secs: 75,
         }
+    }
+}
+
+impl ServerConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs)
+    }
+    pub fn keep_alive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_timeout_secs)
     }
 }
 
@@ -406,6 +434,28 @@ impl Config {
                     "has a value that is not a valid HTTP header value".into(),
                 )
             })?;
+        }
+        for (key, value) in [
+            (
+                "server.max-connections",
+                u64::from(self.server.max_connections),
+            ),
+            (
+                "server.header-read-timeout-secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.body-read-timeout-secs",
+                self.server.body_read_timeout_secs,
+            ),
+            (
+                "server.keep-alive-timeout-secs",
+                self.server.keep_alive_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero".into()));
+            }
         }
         let t = &self.telemetry;
         for (key, value) in [

@@ -28,6 +28,25 @@ pub const TEMPLATE: &str = r#"# alien-manager.toml
 # Seconds between heartbeats of push deployments.
 # heartbeat-interval-secs = 60
 
+# Client connections open at once. When a new one comes at the cap, the connection that has
+# been idle the longest (no request in flight) is closed to make room; when every one has a
+# request in flight, new connections wait in the listen backlog until one ends. Each open
+# connection can take two file descriptors (the client's, and one to a daemon): the cap is
+# lowered at start to what the open-file limit (`ulimit -n`) allows.
+# max-connections = 1024
+
+# Seconds a client has to send a request's line and headers: from the moment it connects,
+# or from the first byte of its next request on a kept-alive connection.
+# header-read-timeout-secs = 60
+
+# Seconds a request's body may pause while it is read: a client that sends nothing for this
+# long has its connection closed. A body that keeps flowing, however slowly, has no limit.
+# body-read-timeout-secs = 60
+
+# Seconds a kept-alive connection may wait for its next request. A request in flight, a
+# long poll or a large upload or download, is never cut short by it.
+# keep-alive-timeout-secs = 75
+
 [database]
 # Directory that holds all state: database, registry blobs, command payloads, telemetry
 # queue. Put it on a persistent disk and back it up.
