@@ -48,6 +48,13 @@ pub enum Error {
     #[error("Storage object {0} not found")]
     BlobNotFound(String),
 
+    #[error("Request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+
+    /// A body that broke off before its end: nothing of it is kept.
+    #[error("The request body could not be read: {0}")]
+    UnreadableBody(String),
+
     /// A request commandd cannot read: a bad body or query from the manager.
     #[error("{0}")]
     BadRequest(String),
@@ -148,6 +155,14 @@ impl Error {
                 "STORAGE_OBJECT_NOT_FOUND",
                 json!({"path": path}),
             ),
+            Error::PayloadTooLarge { limit } => (
+                S::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                json!({"limit_bytes": limit}),
+            ),
+            Error::UnreadableBody(reason) => {
+                (S::BAD_REQUEST, "BAD_REQUEST", json!({"reason": reason}))
+            }
             Error::BadRequest(reason) => (S::BAD_REQUEST, "BAD_REQUEST", json!({"reason": reason})),
             _ => return None,
         };
@@ -211,6 +226,11 @@ mod tests {
                 Error::LeaseNotFound("lease_1".into()),
                 404,
                 "LEASE_NOT_FOUND",
+            ),
+            (
+                Error::PayloadTooLarge { limit: 1 },
+                413,
+                "PAYLOAD_TOO_LARGE",
             ),
             (Error::Corrupt("x".into()), 500, "GENERIC_ERROR"),
         ];

@@ -6,7 +6,7 @@
 //! [`Kv`]: crate::backend::Kv
 //! [`Blobs`]: crate::backend::Blobs
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::DeserializeOwned;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use protocol::commands::signing;
 use protocol::commands::{
     BlobKind, BodySpec, CommandResponse, Operation, PayloadResponse, PresignedRequest,
-    StorePayloadRequest,
+    STORAGE_BODY_LIMIT, StorePayloadRequest,
 };
 
 use super::Commands;
@@ -171,14 +171,17 @@ impl Commands {
         Ok(())
     }
 
-    pub async fn put_blob(&self, id: &str, kind: BlobKind, bytes: Bytes) -> Result<(), Error> {
-        check_command_id(id)?;
-        self.blobs.put(id, kind, bytes).await
+    /// A `PUT` of a storage URL: the body streams to storage, and is put in place once it
+    /// is all there and durable.
+    pub async fn upload(&self, id: &str, kind: BlobKind, body: Body) -> Result<(), Error> {
+        let staged = self.blobs.stage(id, kind, body, STORAGE_BODY_LIMIT).await?;
+        tokio::task::spawn_blocking(move || staged.publish()).await?
     }
 
-    pub async fn get_blob(&self, id: &str, kind: BlobKind) -> Result<Bytes, Error> {
+    /// A `GET` of a storage URL: the body streamed, and its length.
+    pub async fn download(&self, id: &str, kind: BlobKind) -> Result<(u64, Body), Error> {
         self.blobs
-            .get(id, kind)
+            .read(id, kind)
             .await?
             .ok_or_else(|| Error::BlobNotFound(crate::backend::blob_path(id, kind)))
     }
