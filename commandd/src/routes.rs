@@ -139,12 +139,19 @@ async fn release(State(commands): Shared, Path(id): Path<String>) -> Result<Stat
     Ok(StatusCode::OK)
 }
 
+/// The storage URL a `PUT` came to, by its signature, which the manager has verified.
+#[derive(Debug, Deserialize)]
+struct StorageUrl {
+    signature: String,
+}
+
 async fn put_blob(
     State(commands): Shared,
     Path((id, kind)): Path<(String, BlobKind)>,
+    Query(url): Query<StorageUrl>,
     body: Body,
 ) -> Result<StatusCode, Error> {
-    commands.upload(&id, kind, body).await?;
+    commands.upload(&id, kind, url.signature, body).await?;
     Ok(StatusCode::OK)
 }
 

@@ -1,16 +1,22 @@
-//! The local backend's storage URLs (docs/compatibility.md, Commands): bodies stream through
-//! the manager and commandd to disk, within 64 MiB, without either holding them whole.
+//! The local backend's storage URLs (docs/compatibility.md, Commands): a `PUT` URL writes
+//! once, and only while its command waits for that body; bodies stream through the manager
+//! and commandd to disk, within 64 MiB, without either holding them whole.
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::api::{Api, NewDeployment, Request, string};
-use e2e::commands::{Receiver, Target, create_body, presigned, resolve};
+use e2e::commands::{
+    Receiver, Target, create_body, presigned, resolve, response_bytes, wait_terminal,
+};
 use e2e::procfs::peak_rss_kib;
 use e2e::registry::{Cred, Oci};
 use e2e::wait_for;
 use serde_json::{Value, json};
 
+const LONG: Duration = Duration::from_secs(60);
 const MIB: usize = 1024 * 1024;
 /// The largest body a storage URL takes.
 const STORAGE_LIMIT: usize = 64 * MIB;
@@ -62,6 +68,12 @@ fn put(request: &Value, base: &str, body: Vec<u8>) -> (u16, Value) {
     )
 }
 
+fn assert_refused((status, answer): (u16, Value), code: &str) {
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["code"], code, "{answer}");
+    assert_eq!(answer["httpStatusCode"], 409, "{answer}");
+}
+
 /// The storage request's URL as a path and query on the manager.
 fn path_of(api: &Api, request: &Value) -> String {
     let url = resolve(
@@ -71,6 +83,21 @@ fn path_of(api: &Api, request: &Value) -> String {
     let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
     let path = after_scheme.find('/').expect("a path");
     after_scheme[path..].to_owned()
+}
+
+/// Starts a `PUT` of `declared` bytes to `request`, sends `sent` of them and hangs up.
+fn broken_put(api: &Api, request: &Value, declared: usize, sent: usize) {
+    let host = api.base_url().trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&host).expect("connect");
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n\r\n",
+        path_of(api, request)
+    );
+    stream.write_all(head.as_bytes()).expect("head");
+    stream
+        .write_all(&vec![7u8; sent])
+        .expect("part of the body");
+    stream.flush().expect("flush");
 }
 
 /// commandd's temporary files are all gone (bounded wait).
@@ -86,6 +113,130 @@ fn assert_no_temporary_files(api: &Api) {
         tmp.display(),
         std::fs::read_dir(&tmp).map(|d| d.count())
     );
+}
+
+#[test]
+fn a_params_upload_url_writes_once_and_only_before_upload_complete() {
+    let api = Api::start();
+    let target = Target::new(&api, NewDeployment::pull(), &container());
+    let receiver = Receiver::new(&api, &target, "jobs", "container");
+    let base = api.base_url();
+    let original = bytes(300_000, 1);
+    let (id, upload) = awaiting_upload(&api, &target, original.len());
+
+    // An upload that broke off wrote nothing: the URL is still good for the whole body.
+    broken_put(&api, &upload, original.len(), 1000);
+    assert_no_temporary_files(&api);
+    assert_eq!(put(&upload, &base, original.clone()).0, 200);
+    // A second PUT while the command still waits for its upload is refused.
+    assert_refused(put(&upload, &base, bytes(300_000, 2)), "STORAGE_URL_USED");
+
+    upload_complete(&api, &id, original.len());
+    let lease = receiver.lease(1, 60, None).remove(0);
+    assert_eq!(lease.command_id, id);
+    // The replay after upload-complete and the lease changes nothing the receiver reads.
+    assert_refused(
+        put(&upload, &base, bytes(300_000, 3)),
+        "STORAGE_UPLOAD_NOT_EXPECTED",
+    );
+    assert_eq!(lease.params(), original);
+
+    // A URL never used is refused too once the command no longer waits for its params.
+    let (id, unused) = awaiting_upload(&api, &target, 200_000);
+    upload_complete(&api, &id, 200_000);
+    assert_refused(
+        put(&unused, &base, bytes(200_000, 4)),
+        "STORAGE_UPLOAD_NOT_EXPECTED",
+    );
+    assert_no_temporary_files(&api);
+}
+
+#[test]
+fn a_response_upload_url_writes_once_and_not_after_the_answer() {
+    let api = Api::start();
+    let target = Target::new(&api, NewDeployment::pull(), &container());
+    let receiver = Receiver::new(&api, &target, "jobs", "container");
+    let create = || {
+        let created = api.expect(
+            &Request::post("/v1/commands", create_body(&target, json!({}))).auth(api.admin()),
+            200,
+        );
+        string(&created, "commandId")
+    };
+
+    let id = create();
+    let lease = receiver.lease(1, 60, None).remove(0);
+    assert_eq!(lease.command_id, id);
+    let upload = lease.envelope["responseHandling"]["storageUploadRequest"].clone();
+    let answer = bytes(400_000, 5);
+    assert_eq!(put(&upload, &lease.from, answer.clone()).0, 200);
+    assert_refused(
+        put(&upload, &lease.from, bytes(400_000, 6)),
+        "STORAGE_URL_USED",
+    );
+    let response = json!({"status": "success",
+        "response": {"mode": "storage", "size": answer.len(), "storagePutUsed": true}});
+    assert_eq!(receiver.submit(&lease, &response), 200);
+    let done = wait_terminal(&api, &id, LONG);
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    // Replayed after SUCCEEDED: refused, and the invoker still reads the receiver's answer.
+    assert_refused(
+        put(&upload, &lease.from, bytes(400_000, 7)),
+        "STORAGE_UPLOAD_NOT_EXPECTED",
+    );
+    assert_eq!(response_bytes(&api, &done), answer);
+
+    // The upload URL of a command answered inline writes nothing after the answer either.
+    let id = create();
+    let lease = receiver.lease(1, 60, None).remove(0);
+    assert_eq!(receiver.respond(&lease, b"small"), 200);
+    wait_terminal(&api, &id, LONG);
+    let unused = &lease.envelope["responseHandling"]["storageUploadRequest"];
+    assert_refused(
+        put(unused, &lease.from, bytes(400_000, 8)),
+        "STORAGE_UPLOAD_NOT_EXPECTED",
+    );
+}
+
+#[test]
+fn concurrent_puts_of_one_url_have_one_winner() {
+    const PUTS: u8 = 4;
+    let api = Api::start();
+    let target = Target::new(&api, NewDeployment::pull(), &container());
+    let receiver = Receiver::new(&api, &target, "jobs", "container");
+    let base = api.base_url();
+    let size = 2 * MIB;
+    let (id, upload) = awaiting_upload(&api, &target, size);
+    let answers: Vec<(u8, (u16, Value))> = std::thread::scope(|scope| {
+        let puts: Vec<_> = (0..PUTS)
+            .map(|seed| {
+                let (upload, base) = (&upload, &base);
+                scope.spawn(move || (seed, put(upload, base, bytes(size, seed))))
+            })
+            .collect();
+        puts.into_iter()
+            .map(|put| put.join().expect("PUT"))
+            .collect()
+    });
+    let winners: Vec<u8> = answers
+        .iter()
+        .filter(|(_, (status, _))| *status == 200)
+        .map(|(seed, _)| *seed)
+        .collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    for (_, answer) in answers
+        .into_iter()
+        .filter(|(_, (status, _))| *status != 200)
+    {
+        assert_refused(answer, "STORAGE_URL_USED");
+    }
+    upload_complete(&api, &id, size);
+    let lease = receiver.lease(1, 60, None).remove(0);
+    assert!(
+        lease.params() == bytes(size, winners[0]),
+        "the winner's body"
+    );
+    assert_no_temporary_files(&api);
 }
 
 #[test]

@@ -417,8 +417,8 @@ pub async fn storage(
         .into());
     }
     // The body streams through to commandd, which counts it against the limit as it writes
-    // it to disk.
-    let call = Call::new(method, path)
+    // it to disk, and which is told the URL (by its signature) since each writes once.
+    let call = Call::new(method, format!("{path}?signature={}", segment(signature)))
         .headers_from(request.headers(), &[header::CONTENT_LENGTH])
         .stream(request.into_body());
     forward(&state, call).await
