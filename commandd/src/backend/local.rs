@@ -1,7 +1,8 @@
 //! The default backend, on the data volume: documents in the `kv` table of commandd's SQLite
 //! file, bodies as files under `<data>/commands/blobs/<commandId>/<params|response>`, each
-//! streamed to `tmp/`, fsynced and renamed into place, and read back as a stream. Presigned requests are `http` requests
-//! to the manager's `/v1/commands/storage/...`, signed with the signing key and expiring.
+//! streamed to `tmp/`, fsynced and renamed into place, and read back as a stream. Presigned
+//! requests are `http` requests to the manager's `/v1/commands/storage/...`, signed with the
+//! signing key and expiring.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -160,7 +161,8 @@ impl Drop for LocalStaged {
 }
 
 /// Streams `body` into `file` and fsyncs it, refusing more than `limit` bytes. The writes
-/// are tokio's, on the blocking pool; at most [`WRITE_BUFFER`] and one chunk are in memory.
+/// are tokio's, on the blocking pool; in memory are at most the [`WRITE_BUFFER`], tokio's
+/// copy of it for the write under way, and one chunk of the body.
 async fn write_body(file: File, path: &Path, mut body: Body, limit: u64) -> Result<(), Error> {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
     let mut size = 0u64;
