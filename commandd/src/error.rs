@@ -48,6 +48,31 @@ pub enum Error {
     #[error("Storage object {0} not found")]
     BlobNotFound(String),
 
+    /// A storage URL writes once: this one already has.
+    #[error(
+        "This storage URL has already written the {body} of command '{command_id}'; a storage URL writes once"
+    )]
+    StorageUrlUsed {
+        command_id: String,
+        body: &'static str,
+    },
+
+    /// A storage URL writes only while its command waits for that body: params while
+    /// `PENDING_UPLOAD`, a response while `DISPATCHED`.
+    #[error("Command '{command_id}' is {state} and takes no {body} upload")]
+    StorageUploadNotExpected {
+        command_id: String,
+        body: &'static str,
+        state: &'static str,
+    },
+
+    #[error("Request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+
+    /// A body that broke off before its end: nothing of it is kept.
+    #[error("The request body could not be read: {0}")]
+    UnreadableBody(String),
+
     /// A request commandd cannot read: a bad body or query from the manager.
     #[error("{0}")]
     BadRequest(String),
@@ -148,6 +173,28 @@ impl Error {
                 "STORAGE_OBJECT_NOT_FOUND",
                 json!({"path": path}),
             ),
+            Error::StorageUrlUsed { command_id, body } => (
+                S::CONFLICT,
+                "STORAGE_URL_USED",
+                json!({"command_id": command_id, "body": body}),
+            ),
+            Error::StorageUploadNotExpected {
+                command_id,
+                body,
+                state,
+            } => (
+                S::CONFLICT,
+                "STORAGE_UPLOAD_NOT_EXPECTED",
+                json!({"command_id": command_id, "body": body, "state": state}),
+            ),
+            Error::PayloadTooLarge { limit } => (
+                S::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                json!({"limit_bytes": limit}),
+            ),
+            Error::UnreadableBody(reason) => {
+                (S::BAD_REQUEST, "BAD_REQUEST", json!({"reason": reason}))
+            }
             Error::BadRequest(reason) => (S::BAD_REQUEST, "BAD_REQUEST", json!({"reason": reason})),
             _ => return None,
         };
@@ -211,6 +258,28 @@ mod tests {
                 Error::LeaseNotFound("lease_1".into()),
                 404,
                 "LEASE_NOT_FOUND",
+            ),
+            (
+                Error::StorageUrlUsed {
+                    command_id: "cmd_1".into(),
+                    body: "params",
+                },
+                409,
+                "STORAGE_URL_USED",
+            ),
+            (
+                Error::StorageUploadNotExpected {
+                    command_id: "cmd_1".into(),
+                    body: "response",
+                    state: "SUCCEEDED",
+                },
+                409,
+                "STORAGE_UPLOAD_NOT_EXPECTED",
+            ),
+            (
+                Error::PayloadTooLarge { limit: 1 },
+                413,
+                "PAYLOAD_TOO_LARGE",
             ),
             (Error::Corrupt("x".into()), 500, "GENERIC_ERROR"),
         ];

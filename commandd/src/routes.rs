@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
@@ -20,7 +21,8 @@ use serde::Deserialize;
 use crate::Error;
 use crate::commands::Commands;
 
-/// Storage bodies pass through here; the manager limits what it accepts before that.
+/// The JSON bodies the manager forwards, which it limits before that. Storage bodies are
+/// streamed, not read whole, and counted against `STORAGE_BODY_LIMIT` as they come.
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub fn router(commands: Arc<Commands>) -> Router {
@@ -137,18 +139,36 @@ async fn release(State(commands): Shared, Path(id): Path<String>) -> Result<Stat
     Ok(StatusCode::OK)
 }
 
+/// The storage URL a `PUT` came to, by its signature, which the manager has verified.
+#[derive(Debug, Deserialize)]
+struct StorageUrl {
+    signature: String,
+}
+
 async fn put_blob(
     State(commands): Shared,
     Path((id, kind)): Path<(String, BlobKind)>,
-    body: Bytes,
+    Query(url): Query<StorageUrl>,
+    body: Body,
 ) -> Result<StatusCode, Error> {
-    commands.put_blob(&id, kind, body).await?;
+    commands.upload(&id, kind, url.signature, body).await?;
     Ok(StatusCode::OK)
 }
 
 async fn get_blob(
     State(commands): Shared,
     Path((id, kind)): Path<(String, BlobKind)>,
-) -> Result<Bytes, Error> {
-    commands.get_blob(&id, kind).await
+) -> Result<Response, Error> {
+    let (length, body) = commands.download(&id, kind).await?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(length)),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -112,3 +112,15 @@ pub fn children_of(parent: i32) -> Vec<ProcInfo> {
 pub fn is_running(pid: i32) -> bool {
     proc_info(pid).is_some_and(|p| !p.is_zombie())
 }
+
+/// The peak resident memory of `pid` so far (`VmHWM:`), in KiB; `None` when it is gone.
+pub fn peak_rss_kib(pid: i32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

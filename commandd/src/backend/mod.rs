@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 
 use protocol::commands::{BlobKind, Operation, PresignedRequest};
 
@@ -33,7 +33,25 @@ pub trait Kv: Send + Sync + Debug {
 pub trait Blobs: Send + Sync + Debug {
     /// Durable when it returns; replaces what was there.
     fn put<'a>(&'a self, command_id: &'a str, kind: BlobKind, bytes: Bytes) -> BoxFuture<'a, ()>;
+    /// Streams `body` to durable storage beside the body's place, without holding it whole:
+    /// [`StagedBlob::publish`] puts it in place. More than `limit` bytes is
+    /// [`Error::PayloadTooLarge`]; a body that breaks off is [`Error::UnreadableBody`]. On
+    /// any error nothing is left behind.
+    fn stage<'a>(
+        &'a self,
+        command_id: &'a str,
+        kind: BlobKind,
+        body: Body,
+        limit: u64,
+    ) -> BoxFuture<'a, Box<dyn StagedBlob>>;
+    /// A small body whole (the envelope inlines params up to 150,000 bytes).
     fn get<'a>(&'a self, command_id: &'a str, kind: BlobKind) -> BoxFuture<'a, Option<Bytes>>;
+    /// A body of any size as a stream, with its length.
+    fn read<'a>(
+        &'a self,
+        command_id: &'a str,
+        kind: BlobKind,
+    ) -> BoxFuture<'a, Option<(u64, Body)>>;
     /// A request a client can make without other credentials, valid for `seconds`.
     fn presign<'a>(
         &'a self,
@@ -42,6 +60,14 @@ pub trait Blobs: Send + Sync + Debug {
         kind: BlobKind,
         seconds: i64,
     ) -> BoxFuture<'a, PresignedRequest>;
+}
+
+/// A body written whole and durably by [`Blobs::stage`], not yet in its place; dropped
+/// unpublished, it is gone.
+pub trait StagedBlob: Send + Debug {
+    /// Puts the body in place, replacing what was there; durable when it returns. Blocking,
+    /// so that it can run inside the registry transaction that decides whether it may.
+    fn publish(self: Box<Self>) -> Result<(), Error>;
 }
 
 /// The storage path of a body, `arc/commands/<commandId>/<params|response>`, the same

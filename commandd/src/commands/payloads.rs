@@ -6,21 +6,46 @@
 //! [`Kv`]: crate::backend::Kv
 //! [`Blobs`]: crate::backend::Blobs
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tracing::debug;
 
+use plumbing::clock;
 use protocol::commands::signing;
 use protocol::commands::{
-    BlobKind, BodySpec, CommandResponse, Operation, PayloadResponse, PresignedRequest,
-    StorePayloadRequest,
+    BlobKind, BodySpec, CommandResponse, CommandState, Operation, PayloadResponse,
+    PresignedRequest, STORAGE_BODY_LIMIT, StorePayloadRequest,
 };
 
 use super::Commands;
 use crate::Error;
 use crate::backend::check_command_id;
+use crate::store::registry;
+
+/// The state in which a command waits for a body uploaded to its storage URL: params
+/// until `upload-complete`, a response while it is dispatched and unanswered.
+fn awaited_in(kind: BlobKind) -> CommandState {
+    match kind {
+        BlobKind::Params => CommandState::PendingUpload,
+        BlobKind::Response => CommandState::Dispatched,
+    }
+}
+
+/// Reads a refused body to its end (or to the limit) and drops it: a client that sends its
+/// whole body before reading the answer then gets the answer, not a connection reset under
+/// it.
+async fn discard(mut body: Body) {
+    let mut read = 0u64;
+    while read <= STORAGE_BODY_LIMIT
+        && let Some(Ok(frame)) = body.frame().await
+    {
+        read += frame.data_ref().map_or(0, |data| data.len() as u64);
+    }
+}
 
 /// A params or response document larger than this, serialized, goes to blob storage, as in
 /// the public manager (its KV values have a size limit).
@@ -171,14 +196,55 @@ impl Commands {
         Ok(())
     }
 
-    pub async fn put_blob(&self, id: &str, kind: BlobKind, bytes: Bytes) -> Result<(), Error> {
+    /// A `PUT` of the storage URL signed `signature`: it writes once, and only while the
+    /// command waits for that body (see [`awaited_in`]). A URL refused already is refused
+    /// without storing its body; otherwise the body streams to storage and is put in place in
+    /// the one transaction that claims the URL, so of two racing writes one lands. A body that
+    /// broke off, was too large or failed to be stored claims nothing: the URL can be retried.
+    pub async fn upload(
+        &self,
+        id: &str,
+        kind: BlobKind,
+        signature: String,
+        body: Body,
+    ) -> Result<(), Error> {
         check_command_id(id)?;
-        self.blobs.put(id, kind, bytes).await
+        let expected = awaited_in(kind);
+        let checked = {
+            let (id, signature) = (id.to_owned(), signature.clone());
+            self.db
+                .call(move |conn| {
+                    registry::check_storage_write(conn, &id, kind, &signature, expected)
+                })
+                .await
+        };
+        if let Err(refusal) = checked {
+            discard(body).await;
+            return Err(refusal);
+        }
+        let staged = self.blobs.stage(id, kind, body, STORAGE_BODY_LIMIT).await?;
+        let owned = id.to_owned();
+        self.db
+            .transaction(move |tx| {
+                registry::claim_storage_write(
+                    tx,
+                    &owned,
+                    kind,
+                    &signature,
+                    expected,
+                    clock::now_ms(),
+                )?;
+                staged.publish()
+            })
+            .await?;
+        debug!(command_id = %id, body = kind.as_str(), "storage upload written");
+        Ok(())
     }
 
-    pub async fn get_blob(&self, id: &str, kind: BlobKind) -> Result<Bytes, Error> {
+    /// A `GET` of a storage URL: the body streamed, and its length.
+    pub async fn download(&self, id: &str, kind: BlobKind) -> Result<(u64, Body), Error> {
         self.blobs
-            .get(id, kind)
+            .read(id, kind)
             .await?
             .ok_or_else(|| Error::BlobNotFound(crate::backend::blob_path(id, kind)))
     }

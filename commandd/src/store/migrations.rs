@@ -1,7 +1,7 @@
 //! Schema migrations, versioned by `PRAGMA user_version`: version N means the first N entries
 //! of [`MIGRATIONS`] are applied, each in its own transaction. Append; never edit one.
 
-pub const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA];
+pub const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA, STORAGE_WRITES];
 
 /// Times are Unix milliseconds. The public manager keeps the pending index, the deadline
 /// index, leases and idempotency keys as separate KV keys (docs/compatibility.md, Commands);
@@ -49,5 +49,17 @@ CREATE TABLE idempotency (
 CREATE TABLE kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The storage `PUT` URLs that have written their body, each named by its signature: a URL
+/// writes once (docs/compatibility.md, Commands).
+const STORAGE_WRITES: &str = "
+CREATE TABLE storage_writes (
+    command_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    written_at INTEGER NOT NULL,
+    PRIMARY KEY (command_id, body, signature)
 ) WITHOUT ROWID;
 ";

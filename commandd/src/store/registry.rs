@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::Error;
-use protocol::commands::{CommandState, CommandTarget, DeliveryMode, TargetType};
+use protocol::commands::{BlobKind, CommandState, CommandTarget, DeliveryMode, TargetType};
 
 /// `state NOT IN (terminal)`, the guard of every write.
 const NOT_TERMINAL: &str = "state NOT IN ('SUCCEEDED', 'FAILED', 'EXPIRED')";
@@ -182,6 +182,58 @@ pub fn upload_done(conn: &Connection, id: &str) -> Result<bool, Error> {
         )?
         .execute([id])?;
     Ok(changed == 1)
+}
+
+/// Whether the storage URL signed `signature` may write `id`'s `body` now: only while the
+/// command is in `expected`, the state that waits for that body, and only if the URL has not
+/// written before.
+pub fn check_storage_write(
+    conn: &Connection,
+    id: &str,
+    body: BlobKind,
+    signature: &str,
+    expected: CommandState,
+) -> Result<(), Error> {
+    let command = get(conn, id)?.ok_or_else(|| Error::CommandNotFound(id.to_owned()))?;
+    if command.state != expected {
+        return Err(Error::StorageUploadNotExpected {
+            command_id: id.to_owned(),
+            body: body.as_str(),
+            state: command.state.as_str(),
+        });
+    }
+    let used = conn
+        .prepare_cached(
+            "SELECT 1 FROM storage_writes WHERE command_id = ?1 AND body = ?2 AND signature = ?3",
+        )?
+        .exists(params![id, body.as_str(), signature])?;
+    if used {
+        return Err(Error::StorageUrlUsed {
+            command_id: id.to_owned(),
+            body: body.as_str(),
+        });
+    }
+    Ok(())
+}
+
+/// Records that the storage URL signed `signature` wrote `id`'s `body`, if it may (see
+/// [`check_storage_write`]). Inside an immediate transaction, with the body put in place
+/// before the commit, so that of two racing writes one lands and the other is refused.
+pub fn claim_storage_write(
+    conn: &Connection,
+    id: &str,
+    body: BlobKind,
+    signature: &str,
+    expected: CommandState,
+    now: i64,
+) -> Result<(), Error> {
+    check_storage_write(conn, id, body, signature, expected)?;
+    conn.prepare_cached(
+        "INSERT INTO storage_writes (command_id, body, signature, written_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, body.as_str(), signature, now])?;
+    Ok(())
 }
 
 /// `mark_dispatched_if_not_terminal`, for push delivery.
@@ -390,6 +442,46 @@ mod tests {
         })
         .await
         .expect("registry");
+    }
+
+    #[tokio::test]
+    async fn a_storage_url_writes_once_and_only_in_the_state_that_waits_for_it() {
+        let (_dir, db) = db().await;
+        db.call(|conn| {
+            insert_pull(conn, "cmd_a", 0);
+            let params = BlobKind::Params;
+            let pending = CommandState::Pending;
+            check_storage_write(conn, "cmd_a", params, "sig1", pending)?;
+            claim_storage_write(conn, "cmd_a", params, "sig1", pending, 1)?;
+            let again = claim_storage_write(conn, "cmd_a", params, "sig1", pending, 2);
+            assert!(
+                matches!(again, Err(Error::StorageUrlUsed { .. })),
+                "{again:?}"
+            );
+            // Another URL, or the other body, is another write.
+            claim_storage_write(conn, "cmd_a", params, "sig2", pending, 3)?;
+            claim_storage_write(conn, "cmd_a", BlobKind::Response, "sig1", pending, 4)?;
+            let dispatched = CommandState::Dispatched;
+            let early = check_storage_write(conn, "cmd_a", params, "sig3", dispatched);
+            assert!(
+                matches!(
+                    early,
+                    Err(Error::StorageUploadNotExpected {
+                        state: "PENDING",
+                        ..
+                    })
+                ),
+                "{early:?}"
+            );
+            let unknown = check_storage_write(conn, "cmd_x", params, "sig1", pending);
+            assert!(
+                matches!(unknown, Err(Error::CommandNotFound(_))),
+                "{unknown:?}"
+            );
+            Ok(())
+        })
+        .await
+        .expect("storage writes");
     }
 
     #[tokio::test]

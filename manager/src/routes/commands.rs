@@ -8,14 +8,13 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Limited};
 use plumbing::clock;
 use plumbing::percent::encode as segment;
 use protocol::commandd::{self, MAX_WAIT_SECONDS, OPERATOR_TARGET, Owner, Principal};
 use protocol::commands::signing;
 use protocol::commands::{
-    BlobKind, CommandResponse, CreateCommandRequest, LeaseRequest, StorePayloadRequest,
-    UploadCompleteRequest,
+    BlobKind, CommandResponse, CreateCommandRequest, LeaseRequest, STORAGE_BODY_LIMIT,
+    StorePayloadRequest, UploadCompleteRequest,
 };
 use serde::de::DeserializeOwned;
 
@@ -69,8 +68,9 @@ impl IntoResponse for Failure {
 /// The largest answer of commandd's that is read rather than passed on: an owner.
 const ANSWER_LIMIT: usize = 64 * 1024;
 
-/// The largest body a storage URL takes (params and responses beyond the inline limit).
-const STORAGE_LIMIT: usize = 64 * 1024 * 1024;
+/// The largest body a storage URL takes (params and responses beyond the inline limit), as
+/// the error reports it.
+const STORAGE_LIMIT: usize = STORAGE_BODY_LIMIT as usize;
 
 const NO_CREDENTIAL: &str =
     "Authorization required: provide a Bearer token or a valid response_token query parameter";
@@ -406,21 +406,23 @@ pub async fn storage(
         return Err(Error::Unauthorized(BAD_STORAGE_SIGNATURE).into());
     }
     let path = format!("/storage/{}/{}", segment(&id), kind.as_str());
-    let mut call = Call::new(method.clone(), path);
-    if method == Method::PUT {
-        let bytes = Limited::new(request.into_body(), STORAGE_LIMIT)
-            .collect()
-            .await
-            .map_err(|_| Error::PayloadTooLarge {
-                limit: STORAGE_LIMIT,
-            })?
-            .to_bytes();
-        call = call
-            .header(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/octet-stream"),
-            )
-            .bytes(bytes);
+    if method != Method::PUT {
+        return forward(&state, Call::new(method, path)).await;
     }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > STORAGE_BODY_LIMIT) {
+        return Err(Error::PayloadTooLarge {
+            limit: STORAGE_LIMIT,
+        }
+        .into());
+    }
+    // The body streams through to commandd, which counts it against the limit as it writes
+    // it to disk, and which is told the URL (by its signature) since each writes once.
+    let call = Call::new(method, format!("{path}?signature={}", segment(signature)))
+        .headers_from(request.headers(), &[header::CONTENT_LENGTH])
+        .stream(request.into_body());
     forward(&state, call).await
 }

@@ -15,6 +15,10 @@ pub const PROTOCOL: &str = "arc.v1";
 /// storage.
 pub const INLINE_MAX_BYTES: u64 = 150_000;
 
+/// The largest body a storage URL of the local backend takes: counted by commandd as the
+/// body streams to disk, and checked by the manager against a declared `Content-Length`.
+pub const STORAGE_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CommandState {
