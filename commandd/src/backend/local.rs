@@ -128,10 +128,13 @@ impl Blobs for LocalBlobs {
                     .create_new(true)
                     .open(&temporary)
                     .map_err(Error::io("create", &temporary))?;
-                file.write_all(&bytes)
-                    .and_then(|()| file.sync_all())
-                    .map_err(Error::io("write", &temporary))?;
+                let written = file.write_all(&bytes).and_then(|()| file.sync_all());
                 drop(file);
+                if let Err(e) = written {
+                    // A body cut short by a full volume takes no room until the next start.
+                    let _ = std::fs::remove_file(&temporary);
+                    return Err(Error::io("write", &temporary)(e));
+                }
                 std::fs::rename(&temporary, &dest)
                     .map_err(Error::io("rename into place", &dest))?;
                 sync_dir(&dir)
