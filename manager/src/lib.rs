@@ -23,6 +23,7 @@ mod start_error;
 mod state;
 mod store;
 mod token;
+mod volumes;
 mod wire;
 
 use plumbing::lock::LockFile;
@@ -78,6 +79,7 @@ pub async fn run(
         telemetry_max_body_bytes: usize::try_from(ctx.config.telemetry.max_body_bytes)
             .unwrap_or(usize::MAX),
         shutdown: ctx.shutdown.clone(),
+        volumes: volumes::Volumes::new(ctx.data.root(), &ctx.config.database_path()),
     };
     server::serve(listener, server::router(state), ctx.shutdown).await
 }

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{delete, get, post, put};
 use axum::serve::ListenerExt;
 use plumbing::config::ServerConfig;
@@ -19,6 +20,7 @@ use crate::routes::{
     sync, telemetry, tokens, unsupported, whoami,
 };
 use crate::state::AppState;
+use crate::volumes;
 
 /// Unknown paths get axum's empty 404 and known paths with another method its empty 405,
 /// as in the public manager.
@@ -103,6 +105,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(registry::proxy)
                 .delete(registry::proxy),
         )
+        .layer(middleware::from_fn_with_state(
+            state.volumes.clone(),
+            volumes::watch,
+        ))
         .with_state(state)
 }
 

@@ -7,7 +7,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e::api::{Api, NewDeployment};
+use e2e::api::{Api, NewDeployment, Request, release_body};
+use e2e::registry::{
+    Cred, OCI_MANIFEST, Oci, OciReply, REPOSITORY, image_manifest, random_bytes, registry_files,
+    sha256, with_digest,
+};
 use e2e::small_disk::SmallDisk;
 use e2e::telemetry::{
     Answer, Backend, Ingest, config, counter, log, protobuf, signal_status, try_counter,
@@ -15,6 +19,7 @@ use e2e::telemetry::{
 use e2e::{Options, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde_json::{Value, json};
 
 const MIB: u64 = 1024 * 1024;
 /// Room for the four daemons' databases and logs, and some data.
@@ -106,4 +111,201 @@ fn telemetry_acknowledged_after_a_full_disk_reaches_the_backend_also_across_a_re
     );
     backend.set_default("logs", Answer::Status(200));
     wait_logs(&backend, &held);
+}
+
+/// `/health` while the volume is full: 200 (reads still work, and a restart would not free
+/// anything), `degraded`, and the volume with its free space.
+fn assert_degraded(api: &Api, disk: &SmallDisk) -> Value {
+    let health = wait_for(Duration::from_secs(5), || {
+        let reply = api.send(&Request::get("/health"));
+        (reply.json()["status"] == "degraded").then_some(reply)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "/health never said degraded: {}",
+            api.send(&Request::get("/health")).summary()
+        )
+    });
+    assert_eq!(health.status, 200, "{}", health.summary());
+    let body = health.json();
+    let volumes = body["volumes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(volumes.len(), 1, "{body}");
+    let volume = &volumes[0];
+    assert_eq!(volume["status"], "full", "{body}");
+    assert_eq!(
+        volume["path"],
+        disk.data_dir().display().to_string(),
+        "{body}"
+    );
+    assert!(volume["availableBytes"].as_u64().is_some(), "{body}");
+    assert!(volume["totalBytes"].as_u64().is_some(), "{body}");
+    body
+}
+
+fn assert_recovers(api: &Api) {
+    let healthy = wait_for(Duration::from_secs(10), || {
+        let reply = api.send(&Request::get("/health"));
+        (reply.status == 200 && reply.json() == json!({"status": "healthy"})).then_some(())
+    });
+    assert!(
+        healthy.is_some(),
+        "/health did not recover once space was freed: {}",
+        api.send(&Request::get("/health")).summary()
+    );
+}
+
+/// A release too large for what is left of the disk, but well within the body limit.
+fn big_release() -> Value {
+    let mut body = release_body(&["local"]);
+    body["stack"]["local"]["resources"]["api"]["config"]["padding"] =
+        json!("p".repeat(3 * MIB as usize / 2));
+    body
+}
+
+#[test]
+fn an_api_write_on_a_full_disk_is_507_and_health_degrades_and_recovers() {
+    let disk = SmallDisk::mount(DISK);
+    let api = start(&disk, None);
+    let data_dir = disk.data_dir().display().to_string();
+    let filler = disk.fill(0);
+
+    let create = Request::post("/v1/releases", big_release()).auth(api.admin());
+    for _ in 0..3 {
+        let refused = api.expect_error(&create, 507, "INSUFFICIENT_STORAGE");
+        assert_eq!(refused["retryable"], true, "{refused}");
+        assert_eq!(refused["internal"], false, "{refused}");
+        assert!(
+            !refused.to_string().contains(&data_dir),
+            "the client is not told where the server keeps its data: {refused}"
+        );
+    }
+    assert_degraded(&api, &disk);
+    // The operator reads one line, naming the volume and its free space, not one a request.
+    let full_lines = |api: &Api| {
+        api.server()
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("data volume is full") && l.contains(&data_dir))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let lines = full_lines(&api);
+    assert_eq!(lines.len(), 1, "{}", api.server().stderr());
+    assert!(lines[0].contains("available_bytes="), "{}", lines[0]);
+    // Reads go on.
+    api.expect(&Request::get("/v1/releases").auth(api.admin()), 200);
+
+    filler.remove();
+    assert_recovers(&api);
+    api.server().wait_log_line(Duration::from_secs(5), |l| {
+        l.contains("data volume has space again") && l.contains(&data_dir)
+    });
+    api.expect(&create, 201);
+    assert_eq!(full_lines(&api).len(), 1);
+}
+
+fn oci_error(reply: &OciReply) -> (String, String) {
+    let body = reply.json();
+    let error = &body["errors"][0];
+    (
+        error["code"].as_str().unwrap_or_default().to_owned(),
+        error["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn assert_insufficient_storage(reply: &OciReply) {
+    assert_eq!(reply.status, 507, "{}", reply.summary());
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/json"),
+        "{}",
+        reply.summary()
+    );
+    let (code, message) = oci_error(reply);
+    assert_eq!(code, "UNKNOWN", "{}", reply.summary());
+    assert!(
+        message.to_lowercase().contains("no space left"),
+        "a message that says why: {}",
+        reply.summary()
+    );
+}
+
+/// Files under `registry/` other than blobs: upload bytes and temporary manifests.
+fn registry_scratch(disk: &SmallDisk) -> Vec<(String, u64)> {
+    let root = disk.data_dir().join("registry");
+    registry_files(&disk.data_dir())
+        .into_iter()
+        .filter(|f| !f.starts_with("blobs/"))
+        .map(|f| {
+            let len = std::fs::metadata(root.join(&f)).map_or(0, |m| m.len());
+            (f, len)
+        })
+        .collect()
+}
+
+#[test]
+fn a_registry_push_on_a_full_disk_is_507_leaves_nothing_half_written_and_resumes() {
+    let disk = SmallDisk::mount(DISK);
+    let api = start(&disk, None);
+    let oci = Oci::new(&api);
+    let admin = Cred::bearer(api.admin_token());
+    let repo = format!("{REPOSITORY}/full");
+    let config_blob = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config_digest = oci.push_blob(&repo, &config_blob, &admin);
+    let layer = random_bytes(10, 2 * MIB as usize);
+    let layer_digest = sha256(&layer);
+    let session = oci.start_upload(&repo, &admin);
+    let filler = disk.fill(0);
+
+    // A chunk, then the whole blob in the closing PUT: both refused, the session kept at
+    // what it had acknowledged (nothing), and no byte of them left on disk.
+    let upload = |method, target: &str| {
+        oci.call(
+            method,
+            target,
+            &admin,
+            &[("content-type", "application/octet-stream")],
+            layer.clone(),
+        )
+    };
+    let no_bytes_left = || {
+        let scratch = registry_scratch(&disk);
+        assert!(scratch.iter().all(|(_, len)| *len == 0), "{scratch:?}");
+    };
+    assert_insufficient_storage(&upload("PATCH", &session));
+    assert_insufficient_storage(&upload("PUT", &with_digest(&session, &layer_digest)));
+    no_bytes_left();
+    // A manifest, whose blobs are there: refused too, and no temporary file stays.
+    let manifest = image_manifest(
+        (&config_digest, config_blob.len()),
+        &[(&config_digest, config_blob.len())],
+    );
+    let pushed = oci.push_manifest(&repo, "v1", OCI_MANIFEST, &manifest, &admin);
+    assert_insufficient_storage(&pushed);
+    no_bytes_left();
+    assert_degraded(&api, &disk);
+
+    filler.remove();
+    assert_recovers(&api);
+    let status = oci.get(&session, &admin);
+    assert_eq!(status.status, 204, "{}", status.summary());
+    assert_eq!(status.header("range"), Some("0-0"), "{}", status.summary());
+    let chunk = upload("PATCH", &session);
+    assert_eq!(chunk.status, 202, "{}", chunk.summary());
+    let done = oci.call(
+        "PUT",
+        &with_digest(&session, &layer_digest),
+        &admin,
+        &[],
+        Vec::new(),
+    );
+    assert_eq!(done.status, 201, "{}", done.summary());
+    let pulled = oci.blob(&repo, &layer_digest, &admin);
+    assert!(
+        pulled.body == layer,
+        "the blob pulled is not the one pushed"
+    );
+    let pushed = oci.push_manifest(&repo, "v1", OCI_MANIFEST, &manifest, &admin);
+    assert_eq!(pushed.status, 201, "{}", pushed.summary());
+    assert_eq!(registry_scratch(&disk), Vec::<(String, u64)>::new());
 }
