@@ -1,6 +1,8 @@
 //! commandd's one error type, and the one place it becomes a wire response: the public
 //! manager's error envelope with the public manager's commands codes, each with its status
-//! in one table below. The manager passes these answers on to the client as they are.
+//! in one table below. The manager passes these answers on to the client as they are. A
+//! write that finds no room on the volume (a payload file, or SQLite's) is `507` with
+//! `INSUFFICIENT_STORAGE`: the command is as it was before the request.
 
 use std::path::PathBuf;
 
@@ -8,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use plumbing::envelope::ErrorEnvelope;
 use serde_json::json;
-use tracing::error;
+use tracing::{debug, error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -126,6 +128,15 @@ impl Error {
         }
     }
 
+    /// A write that found no room on the volume: a file's, or SQLite's.
+    fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => plumbing::disk::is_full(source),
+            Error::Database(error) => plumbing::disk::sqlite_is_full(error),
+            _ => false,
+        }
+    }
+
     /// The envelope of an answer to the client; `None` for an internal failure.
     fn envelope(&self) -> Option<ErrorEnvelope> {
         use StatusCode as S;
@@ -196,6 +207,12 @@ impl Error {
                 (S::BAD_REQUEST, "BAD_REQUEST", json!({"reason": reason}))
             }
             Error::BadRequest(reason) => (S::BAD_REQUEST, "BAD_REQUEST", json!({"reason": reason})),
+            full if full.is_disk_full() => {
+                // The manager logs the volume's state once; a line per refused request
+                // would flood the log of a full disk.
+                debug!(error = %self, "request refused: no room on the volume");
+                return Some(ErrorEnvelope::insufficient_storage());
+            }
             _ => return None,
         };
         Some(ErrorEnvelope::new(status, code, message).with_context(context))
@@ -282,6 +299,28 @@ mod tests {
                 "PAYLOAD_TOO_LARGE",
             ),
             (Error::Corrupt("x".into()), 500, "GENERIC_ERROR"),
+            (
+                Error::io("write", "/data/commands/tmp/x")(std::io::Error::from(
+                    std::io::ErrorKind::StorageFull,
+                )),
+                507,
+                "INSUFFICIENT_STORAGE",
+            ),
+            (
+                Error::Database(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                    None,
+                )),
+                507,
+                "INSUFFICIENT_STORAGE",
+            ),
+            (
+                Error::io("write", "/data/commands/tmp/x")(std::io::Error::from(
+                    std::io::ErrorKind::PermissionDenied,
+                )),
+                500,
+                "GENERIC_ERROR",
+            ),
         ];
         for (error, status, code) in cases {
             let response = error.into_response();

@@ -124,6 +124,15 @@ pub enum Error {
         retry_after_secs: u64,
     },
 
+    /// A volume the request had to write to is full (the database's SQLite said
+    /// `SQLITE_FULL`, or a sidecar found no room on the data volume); nothing was written.
+    /// A sender that retries by itself (telemetry) is told to with `Retry-After`.
+    #[error("{}", plumbing::disk::FULL_MESSAGE)]
+    StorageFull {
+        volume: StorageVolume,
+        retry_after_secs: Option<u64>,
+    },
+
     /// The few answers the public manager gives as `text/plain` (`GET /v1/build-config`'s).
     #[error("{message}")]
     PlainText { status: StatusCode, message: String },
@@ -138,7 +147,7 @@ pub enum Error {
     Sqlite(#[from] plumbing::sqlite::SqliteError),
 
     #[error("database: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
 
     #[error("database worker: {0}")]
     DatabaseWorker(#[from] tokio::task::JoinError),
@@ -181,6 +190,28 @@ pub enum Error {
     RegistryFailed { status: StatusCode, body: String },
 }
 
+/// Which volume a [`Error::StorageFull`] found full. The manager's `/health` reports it; a
+/// response carries it as an extension so that the layer that watches for full volumes
+/// learns of it (`crate::volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageVolume {
+    /// The data directory: the sidecars' files, and the database unless `[database] path`
+    /// moves it.
+    Data,
+    /// The database's directory.
+    Database,
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Error {
+        if plumbing::disk::sqlite_is_full(&error) {
+            Error::database_full()
+        } else {
+            Error::Database(error)
+        }
+    }
+}
+
 /// What a client is told to wait before trying again when a daemon is down: the supervisor
 /// restarts a daemon within a second or two, later ones after a longer backoff.
 pub const DAEMON_RETRY_AFTER_SECS: u64 = 5;
@@ -209,6 +240,22 @@ impl Error {
         }
     }
 
+    /// A batch of the writer that could not begin or commit (the error stays with it).
+    pub fn write_failed(error: &rusqlite::Error) -> Error {
+        if plumbing::disk::sqlite_is_full(error) {
+            Error::database_full()
+        } else {
+            Error::Write(error.to_string())
+        }
+    }
+
+    fn database_full() -> Error {
+        Error::StorageFull {
+            volume: StorageVolume::Database,
+            retry_after_secs: None,
+        }
+    }
+
     pub fn deployment_not_found(id: &str) -> Error {
         Error::DeploymentNotFound {
             deployment_id: id.to_owned(),
@@ -222,6 +269,9 @@ impl Error {
             Error::ServiceUnavailable {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            Error::StorageFull {
+                retry_after_secs, ..
+            } => *retry_after_secs,
             Error::Daemon(error) if error.is_unavailable() => Some(DAEMON_RETRY_AFTER_SECS),
             _ => None,
         }
@@ -346,7 +396,13 @@ impl Error {
                 "PAYLOAD_TOO_LARGE",
                 json!({ "limit_bytes": limit }),
             ),
-            Error::ServiceUnavailable { .. } | Error::Daemon(_) if self.retry_after().is_some() => {
+            Error::StorageFull {
+                retry_after_secs: None,
+                ..
+            } => return Some(ErrorEnvelope::insufficient_storage()),
+            Error::ServiceUnavailable { .. } | Error::Daemon(_) | Error::StorageFull { .. }
+                if self.retry_after().is_some() =>
+            {
                 return Some(
                     ErrorEnvelope::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -381,6 +437,9 @@ impl IntoResponse for Error {
                     response
                         .headers_mut()
                         .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+                }
+                if let Error::StorageFull { volume, .. } = self {
+                    response.extensions_mut().insert(volume);
                 }
                 response
             }
@@ -780,6 +839,55 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_volume_is_507_or_for_a_sender_that_retries_503_with_retry_after() {
+        let full = || {
+            Error::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full".into()),
+            ))
+        };
+        let response = full().into_response();
+        assert!(response.headers().get(http::header::RETRY_AFTER).is_none());
+        assert_eq!(
+            response.extensions().get::<StorageVolume>(),
+            Some(&StorageVolume::Database)
+        );
+        let (status, _, body) = wire(full()).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            body,
+            json!({
+                "code": "INSUFFICIENT_STORAGE",
+                "message": plumbing::disk::FULL_MESSAGE,
+                "retryable": true,
+                "internal": false,
+                "httpStatusCode": 507,
+            })
+        );
+
+        let telemetry = Error::StorageFull {
+            volume: StorageVolume::Data,
+            retry_after_secs: Some(5),
+        }
+        .into_response();
+        assert_eq!(telemetry.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(telemetry.headers()[http::header::RETRY_AFTER], "5");
+        assert_eq!(
+            telemetry.extensions().get::<StorageVolume>(),
+            Some(&StorageVolume::Data)
+        );
+
+        // Anything else SQLite fails with is still ours, and a 500.
+        let other = Error::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            None,
+        ));
+        let (status, _, _) = wire(other).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     fn down(daemon: Daemon) -> DaemonError {

@@ -25,6 +25,7 @@ mod state;
 mod store;
 mod token;
 mod unread_body;
+mod volumes;
 mod wire;
 
 use plumbing::lock::LockFile;
@@ -80,6 +81,7 @@ pub async fn run(
         telemetry_max_body_bytes: usize::try_from(ctx.config.telemetry.max_body_bytes)
             .unwrap_or(usize::MAX),
         shutdown: ctx.shutdown.clone(),
+        volumes: volumes::Volumes::new(ctx.data.root(), &ctx.config.database_path()),
     };
     let open_files = plumbing::fd_limit::current().unwrap_or(u64::MAX);
     let limits = connections::Limits::new(&ctx.config.server, open_files);

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{delete, get, post, put};
 use plumbing::config::ServerConfig;
 use plumbing::notify;
@@ -19,7 +20,7 @@ use crate::routes::{
     sync, telemetry, tokens, unsupported, whoami,
 };
 use crate::state::AppState;
-use crate::unread_body;
+use crate::{unread_body, volumes};
 
 /// Unknown paths get axum's empty 404 and known paths with another method its empty 405,
 /// as in the public manager.
@@ -104,7 +105,11 @@ pub fn router(state: AppState) -> Router {
                 .patch(registry::proxy)
                 .delete(registry::proxy),
         )
-        .layer(axum::middleware::from_fn(unread_body::drain_unread))
+        .layer(middleware::from_fn_with_state(
+            state.volumes.clone(),
+            volumes::watch,
+        ))
+        .layer(middleware::from_fn(unread_body::drain_unread))
         .with_state(state)
 }
 

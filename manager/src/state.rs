@@ -10,6 +10,7 @@ use crate::daemons::Daemons;
 use crate::registry::Proxy;
 use crate::signing_key::SigningKey;
 use crate::store::Store;
+use crate::volumes::Volumes;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -26,6 +27,8 @@ pub struct AppState {
     pub telemetry_max_body_bytes: usize,
     /// Cancelled when the manager stops: long polls then answer at once.
     pub shutdown: CancellationToken,
+    /// The data volume and the database's, and which of them is full.
+    pub volumes: Volumes,
 }
 
 impl FromRef<AppState> for Store {

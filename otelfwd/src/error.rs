@@ -1,5 +1,6 @@
 //! otelfwd's errors: [`Error`] stops the daemon; [`IngestError`] answers one ingest call,
-//! mapped to the wire once, in its `IntoResponse`.
+//! mapped to the wire once, in its `IntoResponse`. A full volume is `507` on the socket; the
+//! manager answers the sender `503` with `Retry-After`, which OTLP exporters retry.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use plumbing::envelope::ErrorEnvelope;
 use serde_json::json;
-use tracing::error;
+use tracing::{debug, error};
 
 use crate::queue::QueueError;
 
@@ -43,6 +44,9 @@ pub enum IngestError {
     UnknownSignal(String),
     #[error("invalid origin: {0}")]
     InvalidOrigin(String),
+    /// The volume has no room for the record; nothing was queued.
+    #[error("telemetry queue: {0}")]
+    DiskFull(QueueError),
     #[error("telemetry queue: {0}")]
     Queue(QueueError),
     #[error("decoding worker: {0}")]
@@ -88,6 +92,12 @@ impl IntoResponse for IngestError {
             }
             IngestError::InvalidOrigin(_) => {
                 ErrorEnvelope::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message)
+            }
+            // The manager logs the volume's state once; a line per refused request would
+            // flood the log of a full disk.
+            IngestError::DiskFull(_) => {
+                debug!(error = %self, "ingest refused: no room on the volume");
+                ErrorEnvelope::insufficient_storage()
             }
             IngestError::Queue(_) | IngestError::Worker(_) => {
                 error!(error = %self, "ingest failed");

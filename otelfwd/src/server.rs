@@ -114,6 +114,7 @@ async fn ingest(
                     limit: state.limits.max_decompressed,
                 });
             }
+            Err(error) if error.is_disk_full() => return Err(IngestError::DiskFull(error)),
             Err(error) => return Err(IngestError::Queue(error)),
         }
     }

@@ -5,6 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+/// The code of [`ErrorEnvelope::insufficient_storage`].
+pub const INSUFFICIENT_STORAGE: &str = "INSUFFICIENT_STORAGE";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorEnvelope {
@@ -50,6 +53,18 @@ impl ErrorEnvelope {
             "GENERIC_ERROR",
             "Internal server error",
         )
+    }
+
+    /// A write refused because the server's volume is full: `507 Insufficient Storage`,
+    /// which the client may send again once space is freed. It says nothing of where the
+    /// server keeps its data; the operator reads that in the log and in `/health`.
+    pub fn insufficient_storage() -> Self {
+        ErrorEnvelope::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            INSUFFICIENT_STORAGE,
+            crate::disk::FULL_MESSAGE,
+        )
+        .retryable()
     }
 
     fn status(&self) -> StatusCode {

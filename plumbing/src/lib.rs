@@ -4,12 +4,14 @@
 //! things through this crate: what the configuration file means ([`config`]), where each file
 //! of the data directory lives and who owns it ([`layout`]), and how they talk to each other
 //! (HTTP/1.1 over Unix sockets in [`uds`], readiness with the systemd notify protocol in
-//! [`notify`]). It also holds the wire error envelope ([`envelope`]), log setup ([`logging`]), the
-//! clock ([`clock`]), percent-encoding ([`percent`]), the private file modes of the data
-//! directory ([`modes`]) and the open-file limit ([`fd_limit`]) so that they are written once.
+//! [`notify`]). It also holds the wire error envelope ([`envelope`]), what a full volume looks
+//! like ([`disk`]), log setup ([`logging`]), the clock ([`clock`]), percent-encoding
+//! ([`percent`]), the private file modes of the data directory ([`modes`]) and the open-file
+//! limit ([`fd_limit`]) so that they are written once.
 
 pub mod clock;
 pub mod config;
+pub mod disk;
 pub mod envelope;
 pub mod fd_limit;
 pub mod layout;

@@ -1,5 +1,9 @@
 //! registryd's one error type, and the one place it becomes an HTTP response: the
 //! distribution spec's envelope `{"errors":[{"code","message","detail"}]}` with its status.
+//!
+//! A write that finds no room on the volume is `507 Insufficient Storage` with the code the
+//! distribution registry gives any storage failure (`UNKNOWN`) and a message that says what
+//! happened; nothing of it is kept, and an upload session stays where it was acknowledged.
 
 use std::path::PathBuf;
 
@@ -7,7 +11,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
-use tracing::error;
+use tracing::{debug, error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -92,6 +96,15 @@ impl Error {
         self.wire().0
     }
 
+    /// A write that found no room on the volume: a file's, or SQLite's.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => plumbing::disk::is_full(source),
+            Error::Db(error) => plumbing::disk::sqlite_is_full(error),
+            _ => false,
+        }
+    }
+
     /// Status, distribution-spec code and detail: the whole mapping to the wire, in one table.
     fn wire(&self) -> (StatusCode, &'static str, Value) {
         use StatusCode as S;
@@ -130,6 +143,7 @@ impl Error {
             Error::GcRequest(_) | Error::BadQuery(_) => {
                 (S::BAD_REQUEST, "UNSUPPORTED", Value::Null)
             }
+            full if full.is_disk_full() => (S::INSUFFICIENT_STORAGE, "UNKNOWN", Value::Null),
             Error::Db(_)
             | Error::Io { .. }
             | Error::Sqlite(_)
@@ -144,7 +158,12 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code, detail) = self.wire();
-        let message = if status.is_server_error() {
+        let message = if status == StatusCode::INSUFFICIENT_STORAGE {
+            // The manager logs the volume's state once; a line per refused request would
+            // flood the log of a full disk.
+            debug!(error = %self, "request refused: no room on the volume");
+            plumbing::disk::FULL_MESSAGE.to_owned()
+        } else if status.is_server_error() {
             error!(error = %self, "request failed");
             "internal error; see registryd's log".to_owned()
         } else {
@@ -173,5 +192,51 @@ impl IntoResponse for Error {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(error: Error) -> (StatusCode, Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&body).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn a_full_volume_is_507_with_a_message_that_says_so() {
+        let write =
+            |kind: std::io::ErrorKind| Error::io("write", "/data/registry/uploads/x")(kind.into());
+        let sqlite_full = Error::Db(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        for full in [
+            write(std::io::ErrorKind::StorageFull),
+            write(std::io::ErrorKind::QuotaExceeded),
+            sqlite_full,
+        ] {
+            let (status, body) = answer(full).await;
+            assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+            assert_eq!(
+                body,
+                json!({"errors": [{
+                    "code": "UNKNOWN",
+                    "message": plumbing::disk::FULL_MESSAGE,
+                    "detail": null,
+                }]})
+            );
+        }
+        let (status, body) = answer(write(std::io::ErrorKind::PermissionDenied)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body["errors"][0]["message"],
+            "internal error; see registryd's log"
+        );
     }
 }

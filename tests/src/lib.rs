@@ -50,4 +50,5 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
 pub mod api;
 pub mod commands;
 pub mod registry;
+pub mod small_disk;
 pub mod telemetry;

@@ -508,6 +508,23 @@ impl IngestReply {
             crate::api::shorten(&self.body, 300)
         )
     }
+
+    /// A refusal the sender should retry: 503 with `Retry-After`, the envelope, never a 500.
+    pub fn assert_retry_later(&self) {
+        assert_eq!(self.status, 503, "{}", self.summary());
+        assert_eq!(
+            self.code().as_deref(),
+            Some("SERVICE_UNAVAILABLE"),
+            "{}",
+            self.summary()
+        );
+        let after: u64 = self
+            .retry_after
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Retry-After: {}", self.summary()));
+        assert!(after >= 1, "{}", self.summary());
+    }
 }
 
 pub fn protobuf(message: &impl Message) -> Vec<u8> {

@@ -18,23 +18,6 @@ fn span(name: &str) -> Vec<u8> {
     protobuf(&spans(&[name.to_owned()], Vec::new()))
 }
 
-/// A refusal the sender should retry: 503 with `Retry-After`, the envelope, never a 500.
-fn assert_retry_later(reply: &IngestReply) {
-    assert_eq!(reply.status, 503, "{}", reply.summary());
-    assert_eq!(
-        reply.code().as_deref(),
-        Some("SERVICE_UNAVAILABLE"),
-        "{}",
-        reply.summary()
-    );
-    let after: u64 = reply
-        .retry_after
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no Retry-After: {}", reply.summary()));
-    assert!(after >= 1, "{}", reply.summary());
-}
-
 #[test]
 fn a_backend_that_is_down_gets_everything_acknowledged_once_it_is_back() {
     let port = free_port();
@@ -91,7 +74,7 @@ fn kill_9_of_otelfwd_in_the_middle_of_a_stream_loses_nothing_acknowledged() {
         if reply.accepted() {
             acknowledged.push(body);
         } else {
-            assert_retry_later(&reply);
+            reply.assert_retry_later();
             refused += 1;
         }
         if i == 100 {
@@ -225,13 +208,13 @@ fn a_full_queue_answers_503_with_retry_after_and_takes_data_again_once_drained()
         }
     }
     let full = full.expect("the queue never filled");
-    assert_retry_later(&full);
+    full.assert_retry_later();
     assert!(
         (10..=13).contains(&acknowledged.len()),
         "{} acknowledged",
         acknowledged.len()
     );
-    assert_retry_later(&send("still-full"));
+    send("still-full").assert_retry_later();
     let status = signal_status(&api, "logs");
     assert_eq!(status["refusedFull"], 2, "{status}");
     assert_eq!(status["queueRecords"], acknowledged.len(), "{status}");

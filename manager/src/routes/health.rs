@@ -1,5 +1,10 @@
 //! `GET /health` (no auth): healthy only when every sidecar answers its own `/health`, since
-//! the manager cannot serve the API without them.
+//! the manager cannot serve the API without them; degraded (still 200) while a volume it
+//! writes to is full, naming the volume.
+//!
+//! A full volume is not a reason for a load balancer or an orchestrator to take the manager
+//! away or restart it: reads go on, a restart frees nothing, and writes work again by
+//! themselves once space is freed. The body says what is wrong.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +12,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use plumbing::Daemon;
+use plumbing::disk::FullVolume;
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tracing::debug;
@@ -21,6 +27,9 @@ pub struct Health {
     /// Only when unhealthy: which daemon is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     daemons: Option<BTreeMap<&'static str, String>>,
+    /// Only when one is full: the volumes with no room for writes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<FullVolume>,
 }
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
@@ -35,6 +44,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             (client.daemon(), answer)
         });
     }
+    let volumes = state.volumes.full().await;
     // A probe task that died leaves its daemon's entry at this.
     let mut daemons: BTreeMap<&'static str, String> = Daemon::SIDECARS
         .into_iter()
@@ -50,11 +60,17 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         }
     }
     if daemons.values().all(|status| status == READY) {
+        let status = if volumes.is_empty() {
+            "healthy"
+        } else {
+            "degraded"
+        };
         return (
             StatusCode::OK,
             Json(Health {
-                status: "healthy",
+                status,
                 daemons: None,
+                volumes,
             }),
         );
     }
@@ -64,6 +80,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         Json(Health {
             status: "unhealthy",
             daemons: Some(daemons),
+            volumes,
         }),
     )
 }

@@ -5,8 +5,9 @@
 //! sender, which must be a deployment, looks up where the data comes from, and hands body
 //! and origin to otelfwd over its socket (`protocol::otelfwd`). otelfwd decodes, enriches and
 //! queues it durably; the sender's `{"accepted":true}` is otelfwd's. When otelfwd cannot
-//! take it (queue full, not running), the sender gets 503 with `Retry-After`, never a 500
-//! and never an acceptance.
+//! take it (queue full, data volume full, not running), the sender gets 503 with
+//! `Retry-After`, never a 500 and never an acceptance: OTLP exporters retry a 503, and would
+//! drop the data on a 507.
 
 use axum::Json;
 use axum::body::Body;
@@ -24,7 +25,7 @@ use crate::Error;
 use crate::auth::{Caller, Scope, Subject};
 use crate::authz::{Op, Target, authorize};
 use crate::daemons::{Call, DaemonError};
-use crate::error::DAEMON_RETRY_AFTER_SECS;
+use crate::error::{DAEMON_RETRY_AFTER_SECS, StorageVolume};
 use crate::state::AppState;
 use crate::store::deployments;
 
@@ -125,7 +126,8 @@ async fn origin(state: &AppState, subject: &Subject) -> Result<Origin, Error> {
 }
 
 /// otelfwd's refusal as the manager's error: its 4xx keep their status and reason; anything
-/// else means it cannot take data now, which the sender should retry.
+/// else means it cannot take data now, which the sender should retry (a full volume too, which
+/// `/health` then reports).
 fn refusal(status: StatusCode, retry_after: Option<&HeaderValue>, body: &[u8]) -> Error {
     let envelope: Option<ErrorEnvelope> = serde_json::from_slice(body).ok();
     let message = envelope.as_ref().map(|e| e.message.clone());
@@ -137,6 +139,10 @@ fn refusal(status: StatusCode, retry_after: Option<&HeaderValue>, body: &[u8]) -
                 .and_then(|e| e.context)
                 .and_then(|c| c.get("limit_bytes").and_then(Value::as_u64))
                 .unwrap_or_default(),
+        },
+        (StatusCode::INSUFFICIENT_STORAGE, _) => Error::StorageFull {
+            volume: StorageVolume::Data,
+            retry_after_secs: Some(DAEMON_RETRY_AFTER_SECS),
         },
         (StatusCode::SERVICE_UNAVAILABLE, message) => Error::ServiceUnavailable {
             reason: message.unwrap_or_else(|| "The telemetry queue is full".into()),
@@ -258,6 +264,14 @@ mod tests {
                 503,
                 "SERVICE_UNAVAILABLE",
                 Some("7"),
+            ),
+            (
+                StatusCode::INSUFFICIENT_STORAGE,
+                None,
+                serde_json::to_vec(&ErrorEnvelope::insufficient_storage()).expect("JSON"),
+                503,
+                "SERVICE_UNAVAILABLE",
+                Some("5"),
             ),
             (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -74,14 +74,10 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let job: Batched = Box::new(move |conn| {
-            let result = conn.map_err(|e| Error::Write(e.to_string())).and_then(f);
+            let result = conn.map_err(Error::write_failed).and_then(f);
             match result {
                 Ok(value) => Some(Box::new(move |committed: Result<(), &rusqlite::Error>| {
-                    let _ = reply.send(
-                        committed
-                            .map(|()| value)
-                            .map_err(|e| Error::Write(e.to_string())),
-                    );
+                    let _ = reply.send(committed.map(|()| value).map_err(Error::write_failed));
                 })),
                 Err(error) => {
                     let _ = reply.send(Err(error));

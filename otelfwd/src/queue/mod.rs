@@ -16,6 +16,11 @@
 //! scanned; a scan stops at the first record that is incomplete or fails its checksum (the
 //! tail of a write cut short), and those bytes are never read again.
 //!
+//! A write that fails while running (a full volume, a failed fsync) leaves the queue as it
+//! was before: the records are refused, and the segment is cut back to its last record, or
+//! given up for a new one if it cannot be. Records are written at the segment's recorded end,
+//! never at the file's own position, which a failed write leaves beyond it.
+//!
 //! Delivery is at least once: the cursor is written after a delivery, so a crash between
 //! the two sends the batch again. The queue holds at most `max_bytes` of records; a push
 //! that does not fit is refused with [`QueueError::Full`], never dropped.
@@ -55,6 +60,37 @@ pub enum QueueError {
     },
     #[error("the queue's writer has stopped")]
     Closed,
+}
+
+impl QueueError {
+    /// A write that found no room on the volume.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, QueueError::Io { source, .. } if plumbing::disk::is_full(source))
+    }
+
+    /// The same failure, for another sender of the group it ended.
+    fn again(&self) -> QueueError {
+        match self {
+            QueueError::Full { used, max } => QueueError::Full {
+                used: *used,
+                max: *max,
+            },
+            QueueError::TooLarge { len, max } => QueueError::TooLarge {
+                len: *len,
+                max: *max,
+            },
+            QueueError::Io {
+                action,
+                path,
+                source,
+            } => QueueError::Io {
+                action,
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            QueueError::Closed => QueueError::Closed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +174,9 @@ struct State {
     /// Where the next record will be written: the head's position when the index is empty.
     write_seq: u64,
     write_offset: u64,
+    /// The number of the next segment begun: past every segment and the cursor, so that a
+    /// new segment is never taken for one already delivered.
+    next_seq: u64,
     corrupt_at_open: u64,
     closed: bool,
 }
@@ -166,21 +205,25 @@ struct Append {
 
 impl Queue {
     /// Opens (creating it if needed) the queue in `dir`: scans what a previous run left and
-    /// starts the writing thread on a new segment.
+    /// starts the writing thread on a new segment. A volume too full for a new segment does
+    /// not keep the queue from opening: what it holds is delivered, and appends are refused
+    /// until one can be begun.
     pub fn open(dir: &Path, config: QueueConfig) -> Result<Queue, QueueError> {
         std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
-        let mut state = recover(dir)?;
-        let seq = state.segments.back().map_or(0, |s| s + 1);
-        let file = create_segment(dir, seq)?;
-        state.segments.push_back(seq);
-        state.write_seq = seq;
-        state.write_offset = MAGIC.len() as u64;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             config,
-            state: Mutex::new(state),
+            state: Mutex::new(recover(dir)?),
             changed: Condvar::new(),
         });
+        let mut segment = None;
+        match begin_segment(&shared, &mut segment) {
+            Ok(()) => {}
+            Err(error) if error.is_disk_full() => {
+                warn!(%error, "no room for a new queue segment; appends are refused until there is");
+            }
+            Err(error) => return Err(error),
+        }
         let (sender, receiver) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name(format!(
@@ -189,7 +232,7 @@ impl Queue {
             ))
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || write_loop(&shared, file, &receiver)
+                move || write_loop(&shared, segment, &receiver)
             })
             .map_err(io_error("start the writer of", dir))?;
         Ok(Queue {
@@ -378,7 +421,27 @@ fn fitting(index: &VecDeque<Entry>, limits: BatchLimits) -> (usize, bool) {
     (count, false)
 }
 
-fn write_loop(shared: &Shared, mut file: File, appends: &mpsc::Receiver<Append>) {
+/// The segment the writer thread appends to.
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    file: File,
+    /// The end of the records on disk and in the index: where the next one is written. Every
+    /// write is positioned here, never at the file's own position, which a write that failed
+    /// part way leaves beyond it.
+    end: u64,
+}
+
+/// Records written by the writer thread but not yet fsynced, with their senders.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    appends: Vec<(Entry, Append)>,
+}
+
+/// `segment` is `None` when there is none to write to (one that could not be created, or
+/// cut back after a failed write): the next append begins a new one first.
+fn write_loop(shared: &Shared, mut segment: Option<Segment>, appends: &mpsc::Receiver<Append>) {
     while let Ok(first) = appends.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -387,21 +450,20 @@ fn write_loop(shared: &Shared, mut file: File, appends: &mpsc::Receiver<Append>)
                 Err(_) => break,
             }
         }
-        write_group(shared, &mut file, group);
+        write_group(shared, &mut segment, group);
     }
 }
 
-/// Writes a group of appends with one fsync, then makes them readable and answers them.
-fn write_group(shared: &Shared, file: &mut File, group: Vec<Append>) {
+/// Writes a group of appends with one fsync (one per segment it fills), then makes them
+/// readable and answers them. A write that fails leaves the queue exactly as it was before
+/// it: its records are not indexed, their senders are told, and the segment is cut back to
+/// its end; the rest of the group is refused with the same error.
+fn write_group(shared: &Shared, segment: &mut Option<Segment>, group: Vec<Append>) {
     let config = shared.config;
-    let (mut seq, mut offset, used) = {
-        let state = lock(&shared.state);
-        (state.write_seq, state.write_offset, state.bytes)
-    };
+    let used = lock(&shared.state).bytes;
     let mut taken = 0u64;
-    let mut written: Vec<(Entry, Append)> = Vec::new();
-    let mut buffer = Vec::new();
-    let mut result: Result<(), QueueError> = Ok(());
+    let mut pending = Pending::default();
+    let mut failed: Option<QueueError> = None;
     let now = u64::try_from(clock::now_ms()).unwrap_or_default();
     for append in group {
         let size = HEADER + append.payload.len() as u64;
@@ -419,89 +481,121 @@ fn write_group(shared: &Shared, file: &mut File, group: Vec<Append>) {
             }));
             continue;
         }
-        if result.is_err() {
-            let _ = append.reply.send(Err(QueueError::Closed));
+        if let Some(error) = &failed {
+            let _ = append.reply.send(Err(error.again()));
             continue;
         }
-        // A full segment is closed (what it holds is already synced) and a new one begun.
-        if offset > MAGIC.len() as u64 && offset + size > config.segment_bytes {
-            result = file
-                .write_all(&buffer)
-                .map_err(io_error("write", &segment_path(&shared.dir, seq)))
-                .and_then(|()| sync(file, &segment_path(&shared.dir, seq)))
-                .and_then(|()| {
-                    buffer.clear();
-                    seq += 1;
-                    *file = create_segment(&shared.dir, seq)?;
-                    lock(&shared.state).segments.push_back(seq);
-                    offset = MAGIC.len() as u64;
-                    Ok(())
-                });
-            if result.is_err() {
-                let _ = append.reply.send(Err(QueueError::Closed));
+        // A full segment is closed (what it holds synced first) and a new one begun.
+        let start = segment.as_ref().map(|s| s.end + pending.bytes.len() as u64);
+        let roll = start
+            .is_none_or(|start| start > MAGIC.len() as u64 && start + size > config.segment_bytes);
+        let ready = if roll {
+            commit(shared, segment, &mut pending).and_then(|()| begin_segment(shared, segment))
+        } else {
+            Ok(())
+        };
+        // A segment that was begun is there; without one, the failure that left none.
+        let current = ready.and_then(|()| segment.as_ref().ok_or(QueueError::Closed));
+        let current = match current {
+            Ok(current) => current,
+            Err(error) => {
+                let _ = append.reply.send(Err(error.again()));
+                failed = Some(error);
                 continue;
             }
-        }
+        };
         let entry = Entry {
-            seq,
-            offset,
+            seq: current.seq,
+            offset: current.end + pending.bytes.len() as u64,
             len: append.payload.len() as u32,
             items: append.items,
             enqueued_ms: now,
         };
-        encode_record(&mut buffer, &append.payload, append.items, now);
-        offset += size;
+        encode_record(&mut pending.bytes, &append.payload, append.items, now);
         taken += size;
-        written.push((entry, append));
+        pending.appends.push((entry, append));
     }
-    let path = segment_path(&shared.dir, seq);
-    if result.is_ok() && !written.is_empty() {
-        result = file
-            .write_all(&buffer)
-            .map_err(io_error("write", &path))
-            .and_then(|()| sync(file, &path));
+    if failed.is_none() {
+        // Its senders have their answer already, whatever it is.
+        let _ = commit(shared, segment, &mut pending);
     }
-    match result {
-        Ok(()) => {
-            {
-                let mut state = lock(&shared.state);
-                state.write_seq = seq;
-                state.write_offset = offset;
-                for (entry, _) in &written {
-                    state.bytes += entry.size();
-                    state.items += u64::from(entry.items);
-                    state.index.push_back(*entry);
-                }
-            }
-            shared.changed.notify_all();
-            for (_, append) in written {
-                let _ = append.reply.send(Ok(()));
-            }
+}
+
+/// Writes the pending records at the segment's end and fsyncs them; then indexes them and
+/// tells their senders. If that fails the senders are told so, and the segment is cut back
+/// to its end; one that cannot be is given up, and the next append begins a new one.
+fn commit(
+    shared: &Shared,
+    segment: &mut Option<Segment>,
+    pending: &mut Pending,
+) -> Result<(), QueueError> {
+    let appends = std::mem::take(&mut pending.appends);
+    let bytes = std::mem::take(&mut pending.bytes);
+    if appends.is_empty() {
+        return Ok(());
+    }
+    let Some(current) = segment.as_mut() else {
+        // Records are only ever laid out against a segment.
+        return Err(QueueError::Closed);
+    };
+    let path = segment_path(&shared.dir, current.seq);
+    let written = current
+        .file
+        .write_all_at(&bytes, current.end)
+        .map_err(io_error("write", &path))
+        .and_then(|()| sync(&current.file, &path));
+    if let Err(error) = written {
+        warn!(%error, "telemetry queue write failed; the records were refused and the queue is as before");
+        for (_, append) in appends {
+            let _ = append.reply.send(Err(error.again()));
         }
-        Err(error) => {
-            // What was written may be on disk in part; a new segment keeps the index and the
-            // files in step. The senders were not acknowledged and will send again.
-            warn!(error = %error, "telemetry queue write failed");
-            for (_, append) in written {
-                let _ = append.reply.send(Err(QueueError::Io {
-                    action: "write",
-                    path: path.clone(),
-                    source: io::Error::other(error.to_string()),
-                }));
-            }
-            let next = seq + 1;
-            match create_segment(&shared.dir, next) {
-                Ok(new) => {
-                    *file = new;
-                    let mut state = lock(&shared.state);
-                    state.segments.push_back(next);
-                    state.write_seq = next;
-                    state.write_offset = MAGIC.len() as u64;
-                }
-                Err(e) => warn!(error = %e, "cannot begin a new queue segment"),
-            }
+        let cut = current
+            .file
+            .set_len(current.end)
+            .map_err(io_error("truncate", &path))
+            .and_then(|()| sync(&current.file, &path));
+        if let Err(cut) = cut {
+            warn!(error = %cut, "cannot cut a queue segment back after a failed write; the next record begins a new segment");
+            *segment = None;
+        }
+        return Err(error);
+    }
+    current.end += bytes.len() as u64;
+    {
+        let mut state = lock(&shared.state);
+        state.write_seq = current.seq;
+        state.write_offset = current.end;
+        for (entry, _) in &appends {
+            state.bytes += entry.size();
+            state.items += u64::from(entry.items);
+            state.index.push_back(*entry);
         }
     }
+    shared.changed.notify_all();
+    for (_, append) in appends {
+        let _ = append.reply.send(Ok(()));
+    }
+    Ok(())
+}
+
+/// Begins the segment after the current one (or after the last one known) and writes to it
+/// from now on.
+fn begin_segment(shared: &Shared, segment: &mut Option<Segment>) -> Result<(), QueueError> {
+    let seq = match segment {
+        Some(current) => current.seq + 1,
+        None => lock(&shared.state).next_seq,
+    };
+    let file = create_segment(&shared.dir, seq)?;
+    let end = MAGIC.len() as u64;
+    {
+        let mut state = lock(&shared.state);
+        state.segments.push_back(seq);
+        state.write_seq = seq;
+        state.write_offset = end;
+        state.next_seq = seq + 1;
+    }
+    *segment = Some(Segment { seq, file, end });
+    Ok(())
 }
 
 fn encode_record(buffer: &mut Vec<u8>, payload: &[u8], items: u32, enqueued_ms: u64) {
@@ -572,13 +666,15 @@ fn recover(dir: &Path) -> Result<State, QueueError> {
         .collect();
     seqs.sort_unstable();
     let (cursor_seq, cursor_offset) = read_cursor(dir);
+    let next_seq = seqs.last().map_or(cursor_seq, |last| cursor_seq.max(*last)) + 1;
     let mut state = State {
         index: VecDeque::new(),
         bytes: 0,
         items: 0,
         segments: VecDeque::new(),
-        write_seq: 0,
+        write_seq: next_seq,
         write_offset: MAGIC.len() as u64,
+        next_seq,
         corrupt_at_open: 0,
         closed: false,
     };
@@ -651,10 +747,16 @@ fn read_cursor(dir: &Path) -> (u64, u64) {
 
 /// Replaces the cursor file atomically. Not fsynced: a cursor lost to a power cut only
 /// sends some records again, which at-least-once delivery allows.
+/// One that cannot be written (a full volume) leaves no temporary file behind.
 fn write_cursor(dir: &Path, (seq, offset): (u64, u64)) -> Result<(), QueueError> {
     let tmp = dir.join("cursor.tmp");
-    std::fs::write(&tmp, format!("{seq} {offset}\n")).map_err(io_error("write", &tmp))?;
-    std::fs::rename(&tmp, dir.join(CURSOR)).map_err(io_error("rename", &tmp))
+    let written = std::fs::write(&tmp, format!("{seq} {offset}\n"))
+        .map_err(io_error("write", &tmp))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(CURSOR)).map_err(io_error("rename", &tmp)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -663,21 +765,29 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 
 /// Creates segment `seq` with its magic, fsynced with its directory entry, so that records
 /// acknowledged in it are found after a crash.
+/// One that cannot be made whole is removed again, so that a full volume is left with no
+/// half-made segment.
 fn create_segment(dir: &Path, seq: u64) -> Result<File, QueueError> {
     let path = segment_path(dir, seq);
-    let mut file = OpenOptions::new()
+    let created = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .read(true)
         .open(&path)
-        .map_err(io_error("create", &path))?;
-    file.write_all(MAGIC).map_err(io_error("write", &path))?;
-    sync(&file, &path)?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("sync", dir))?;
-    Ok(file)
+        .map_err(io_error("create", &path))
+        .and_then(|mut file| {
+            file.write_all(MAGIC).map_err(io_error("write", &path))?;
+            sync(&file, &path)?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error("sync", dir))?;
+            Ok(file)
+        });
+    if created.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    created
 }
 
 fn sync(file: &File, path: &Path) -> Result<(), QueueError> {

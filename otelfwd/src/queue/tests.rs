@@ -1,8 +1,11 @@
 //! The queue's durability with faults injected: reopened after a crash (the queue leaked,
-//! never closed), torn and damaged writes, a full queue, segment rolls.
+//! never closed), torn and damaged writes, a full queue, segment rolls, and a full volume (a
+//! tmpfs of a few MiB, filled: these tests need root to mount it).
 
 use std::fs::OpenOptions;
 use std::io::Write;
+
+use e2e::small_disk::SmallDisk;
 
 use super::*;
 
@@ -303,4 +306,118 @@ fn a_closed_queue_wakes_its_consumer() {
         queue.push_blocking(vec![1], 1),
         Err(QueueError::Closed)
     ));
+}
+
+/// The queue's directory on a tmpfs of its own.
+fn small_disk() -> (SmallDisk, PathBuf) {
+    let disk = SmallDisk::mount(4 << 20);
+    let dir = disk.path().join("logs");
+    std::fs::create_dir(&dir).expect("queue directory");
+    (disk, dir)
+}
+
+fn refused_for_lack_of_space(pushed: Result<(), QueueError>) {
+    match pushed {
+        Err(error) => assert!(error.is_disk_full(), "{error}"),
+        Ok(()) => panic!("a record the disk has no room for was acknowledged"),
+    }
+}
+
+#[test]
+fn a_write_that_fails_part_way_leaves_the_queue_as_it_was() {
+    let (disk, dir) = small_disk();
+    let queue = Queue::open(&dir, config()).expect("open");
+    for n in 0..3 {
+        queue.push_blocking(payload(n), 1).expect("push");
+    }
+    // Room for a quarter of the next record: its write fails part way.
+    let filler = disk.fill(64 << 10);
+    refused_for_lack_of_space(queue.push_blocking(vec![9; 256 << 10], 1));
+    assert_eq!(queue.stats().records, 3);
+    filler.remove();
+
+    for n in 3..13 {
+        queue
+            .push_blocking(payload(n), 1)
+            .expect("push after space was freed");
+    }
+    let batch = queue.next_batch(LIMITS).expect("batch");
+    assert_eq!(batch.corrupt, 0);
+    assert_eq!(
+        batch
+            .records
+            .iter()
+            .map(|r| r.payload.clone())
+            .collect::<Vec<_>>(),
+        (0..13).map(payload).collect::<Vec<_>>()
+    );
+    crash(queue);
+
+    let queue = Queue::open(&dir, config()).expect("reopen");
+    assert_eq!(queue.stats().corrupt_at_open, 0);
+    assert_eq!(drain(&queue), (0..13).map(payload).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_volume_too_full_for_a_segment_refuses_appends_until_it_has_room() {
+    let (disk, dir) = small_disk();
+    let queue = Queue::open(&dir, config()).expect("open");
+    queue.push_blocking(payload(0), 1).expect("push");
+    crash(queue);
+
+    let filler = disk.fill(0);
+    let queue = Queue::open(&dir, config()).expect("opens on a full volume");
+    assert_eq!(queue.stats().records, 1);
+    refused_for_lack_of_space(queue.push_blocking(payload(1), 1));
+    assert_eq!(segments(&dir).len(), 1, "no half-made segment stays");
+    filler.remove();
+
+    queue
+        .push_blocking(payload(2), 1)
+        .expect("push once there is room");
+    crash(queue);
+    let queue = Queue::open(&dir, config()).expect("reopen");
+    assert_eq!(queue.stats().corrupt_at_open, 0);
+    assert_eq!(drain(&queue), [payload(0), payload(2)]);
+}
+
+#[test]
+fn a_segment_that_cannot_be_begun_refuses_only_what_it_would_hold() {
+    let (disk, dir) = small_disk();
+    let config = QueueConfig {
+        max_bytes: 1 << 20,
+        segment_bytes: 1024,
+    };
+    let queue = Queue::open(&dir, config).expect("open");
+    queue.push_blocking(vec![1; 600], 1).expect("push");
+    let filler = disk.fill(0);
+    // Past the segment's size: the next record needs a new segment, which finds no room.
+    refused_for_lack_of_space(queue.push_blocking(vec![2; 600], 1));
+    filler.remove();
+    queue
+        .push_blocking(vec![3; 600], 1)
+        .expect("push once there is room");
+    crash(queue);
+    let queue = Queue::open(&dir, config).expect("reopen");
+    assert_eq!(queue.stats().corrupt_at_open, 0);
+    assert_eq!(drain(&queue), [vec![1; 600], vec![3; 600]]);
+}
+
+#[test]
+fn records_pushed_after_a_restart_on_a_drained_queue_survive_the_next_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(dir.path(), config()).expect("open");
+    for n in 0..5 {
+        queue.push_blocking(payload(n), 1).expect("push");
+    }
+    assert_eq!(drain(&queue), (0..5).map(payload).collect::<Vec<_>>());
+    crash(queue);
+
+    // The cursor points into a segment that this start removes as delivered: the segment
+    // it begins must not be taken for that one.
+    let queue = Queue::open(dir.path(), config()).expect("reopen");
+    queue.push_blocking(payload(5), 1).expect("push");
+    crash(queue);
+    let queue = Queue::open(dir.path(), config()).expect("reopen again");
+    assert_eq!(drain(&queue), [payload(5)]);
 }

@@ -225,10 +225,18 @@ pub async fn patch(
         .append(id, session.length, resume, body, expected)
         .await?;
     let (sid, length) = (id.to_owned(), appended.length);
-    registry
+    let recorded = registry
         .meta
         .call(move |conn| meta::uploads::set_length(conn, &sid, length))
-        .await?;
+        .await;
+    if let Err(error) = recorded {
+        // Not acknowledged: cut back now rather than at the next append, so that the bytes
+        // take no room on a volume that may be full.
+        let storage = registry.storage.clone();
+        let (sid, length) = (id.to_owned(), session.length);
+        let _ = tokio::task::spawn_blocking(move || storage.truncate_upload(&sid, length)).await;
+        return Err(error);
+    }
     live.hasher = Some((appended.length, appended.hasher));
     Ok(progress(StatusCode::ACCEPTED, &name, id, appended.length))
 }
@@ -316,9 +324,8 @@ async fn complete(
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let path = storage.upload_path(&sid);
             let key_s = key.to_string();
-            if meta::blobs::size(&tx, &key_s)?.is_some() {
-                storage.remove_upload(&sid)?;
-            } else {
+            let known = meta::blobs::size(&tx, &key_s)?.is_some();
+            if !known {
                 if !path.exists() {
                     // An empty upload never created its file.
                     let empty = storage.write_temp(&[])?;
@@ -326,12 +333,32 @@ async fn complete(
                 }
                 storage.publish(&path, &key)?;
             }
-            meta::blobs::record(&tx, &key_s, length)?;
-            meta::ensure_repo(&tx, &repo)?;
-            meta::blobs::link(&tx, &repo, &key_s)?;
-            meta::uploads::delete(&tx, &sid)?;
-            tx.commit()?;
-            Ok(())
+            let committed = (|| {
+                meta::blobs::record(&tx, &key_s, length)?;
+                meta::ensure_repo(&tx, &repo)?;
+                meta::blobs::link(&tx, &repo, &key_s)?;
+                meta::uploads::delete(&tx, &sid)?;
+                tx.commit()?;
+                Ok::<_, Error>(())
+            })();
+            match committed {
+                Ok(()) => {
+                    if known {
+                        // Best effort: the collector removes an upload's file that has no
+                        // session any more.
+                        let _ = storage.remove_upload(&sid);
+                    }
+                    Ok(())
+                }
+                // Nothing was recorded (a full volume, say): the upload keeps its bytes and
+                // can be completed again.
+                Err(error) => {
+                    if !known {
+                        storage.unpublish(&key, &path)?;
+                    }
+                    Err(error)
+                }
+            }
         })
         .await?;
     drop(live);

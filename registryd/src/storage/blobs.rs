@@ -52,7 +52,8 @@ impl Storage {
         sync_dir(shard)
     }
 
-    /// Writes `bytes` (a manifest) to a fresh fsynced file under `tmp/`, ready to publish.
+    /// Writes `bytes` (a manifest) to a fresh fsynced file under `tmp/`, ready to publish;
+    /// one that cannot be written whole (a full volume) is removed.
     pub fn write_temp(&self, bytes: &[u8]) -> Result<PathBuf, Error> {
         let path = self.tmp_dir().join(random_id()?);
         let mut file = OpenOptions::new()
@@ -60,10 +61,19 @@ impl Storage {
             .create_new(true)
             .open(&path)
             .map_err(Error::io("create", &path))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(Error::io("write", &path))?;
+        let written = file.write_all(bytes).and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::io("write", &path)(e));
+        }
         Ok(path)
+    }
+
+    /// Moves a blob published by [`Storage::publish`] back to `src`, when the metadata that
+    /// would have recorded it could not be committed: an upload keeps its bytes and can be
+    /// completed again. Call it inside the same [`crate::meta::Meta::call`].
+    pub fn unpublish(&self, digest: &Digest, src: &Path) -> Result<(), Error> {
+        std::fs::rename(self.blob_path(digest), src).map_err(Error::io("move back", src))
     }
 
     /// Removes a temporary file that was not published.

@@ -4,7 +4,8 @@
 //! them, so neither hashing nor disk I/O runs on the reactor and memory stays at a few
 //! chunks whatever the blob's size. Before appending, the file is cut back to the length
 //! the session acknowledged: bytes from a request that failed, or that a crash interrupted,
-//! are never part of the upload.
+//! are never part of the upload. An append that fails (a full volume above all) cuts them
+//! back at once, so that they take no room meanwhile.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -109,6 +110,16 @@ impl Storage {
         })
     }
 
+    /// Cuts an upload's file back to the `length` its session acknowledged.
+    pub fn truncate_upload(&self, id: &str, length: u64) -> Result<(), Error> {
+        let path = self.upload_path(id);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(length))
+            .map_err(Error::io("truncate", &path))
+    }
+
     /// Removes an upload's file; one never created is fine.
     pub fn remove_upload(&self, id: &str) -> Result<(), Error> {
         remove_if_present(&self.upload_path(id))
@@ -129,22 +140,44 @@ impl Storage {
     }
 }
 
+/// Appends what `rx` brings to `path` from `offset`; on any failure the file is left at
+/// `offset` (and one it created is removed).
 fn write_chunks(
     path: &Path,
     dir: &Path,
     offset: u64,
     resume: Resume,
-    mut rx: mpsc::Receiver<Chunk>,
+    rx: mpsc::Receiver<Chunk>,
 ) -> Result<(u64, Hasher), Error> {
-    let io = |action| Error::io(action, path);
     let existed = path.exists();
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(io("open"))?;
+        .map_err(Error::io("open", path))?;
+    let written = append_chunks(path, dir, &file, offset, resume, rx, existed);
+    if written.is_err() {
+        if !existed {
+            let _ = std::fs::remove_file(path);
+        } else if file.metadata().is_ok_and(|m| m.len() > offset) {
+            let _ = file.set_len(offset);
+        }
+    }
+    written
+}
+
+fn append_chunks(
+    path: &Path,
+    dir: &Path,
+    mut file: &File,
+    offset: u64,
+    resume: Resume,
+    mut rx: mpsc::Receiver<Chunk>,
+    existed: bool,
+) -> Result<(u64, Hasher), Error> {
+    let io = |action| Error::io(action, path);
     let on_disk = file.metadata().map_err(io("stat"))?.len();
     if on_disk < offset {
         return Err(Error::Inconsistent(format!(
@@ -164,29 +197,20 @@ fn write_chunks(
         match rx.blocking_recv() {
             Some(Chunk::Data(data)) => {
                 hasher.update(&data);
-                if let Err(e) = out.write_all(&data) {
-                    roll_back(out.into_parts().0, offset);
-                    return Err(io("write")(e));
-                }
+                out.write_all(&data).map_err(io("write"))?;
                 written += data.len() as u64;
             }
             Some(Chunk::Done) => break true,
             None => break false,
         }
     };
-    let file = out.into_inner().map_err(|e| io("write")(e.into_error()))?;
     if !complete {
-        roll_back(file, offset);
         return Err(Error::Body("upload interrupted".into()));
     }
+    let file = out.into_inner().map_err(|e| io("write")(e.into_error()))?;
     file.sync_data().map_err(io("fsync"))?;
     if !existed {
         sync_dir(dir)?;
     }
     Ok((written, hasher))
-}
-
-/// Best effort: the next append cuts the file back anyway.
-fn roll_back(file: File, offset: u64) {
-    let _ = file.set_len(offset);
 }
