@@ -93,6 +93,10 @@ impl Volume {
     pub fn report_full(&self) {
         let space = space(&self.path).unwrap_or_default();
         let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+        self.mark_full(&mut full, space);
+    }
+
+    fn mark_full(&self, full: &mut Option<Space>, space: Space) {
         if full.is_none() {
             warn!(
                 path = %self.path.display(),
@@ -107,9 +111,17 @@ impl Volume {
     /// `Some` while the volume is full; one that has room again is no longer reported. Reads
     /// the room left: call it off the reactor.
     pub fn check(&self) -> Option<FullVolume> {
-        let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
-        let then = (*full)?;
         let now = space(&self.path).ok();
+        let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+        // Less room than the margin is full before any write failed here: a volume that was
+        // full when the manager started, or that a sidecar's own writes filled, which no
+        // answer to a client reported.
+        if full.is_none()
+            && let Some(now) = now.filter(|now| now.available_bytes < RECOVERY_MARGIN)
+        {
+            self.mark_full(&mut full, now);
+        }
+        let then = (*full)?;
         if let Some(now) = now
             && now.available_bytes >= then.available_bytes.saturating_add(RECOVERY_MARGIN)
         {

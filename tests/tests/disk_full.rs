@@ -309,3 +309,16 @@ fn a_registry_push_on_a_full_disk_is_507_leaves_nothing_half_written_and_resumes
     assert_eq!(pushed.status, 201, "{}", pushed.summary());
     assert_eq!(registry_scratch(&disk), Vec::<(String, u64)>::new());
 }
+
+/// A volume with no room is reported before any write fails on it: one that was full when
+/// the manager started, or that the sidecars' own writes filled, which no answer to a
+/// client says.
+#[test]
+fn health_reports_a_full_volume_before_any_write_fails() {
+    let disk = SmallDisk::mount(DISK);
+    let api = start(&disk, None);
+    let filler = disk.fill(0);
+    assert_degraded(&api, &disk);
+    filler.remove();
+    assert_recovers(&api);
+}
