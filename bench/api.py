@@ -17,7 +17,8 @@ then runs wrk (installed with apt-get when missing and we are root) against:
                                                agent's poll); a random one of 100
 
 and prints requests/s, p50 and p99 latency, non-2xx answers, and the manager daemon's
-resident memory (VmRSS) after seeding and after each run, and its peak (VmHWM).
+resident memory (VmRSS) after seeding and after each run, its peak (VmHWM), and the CPU time
+it spent per request (user and system), which moves less with the machine's other load.
 """
 
 import argparse
@@ -180,12 +181,20 @@ def run_wrk(port, script, args):
         f"http://127.0.0.1:{port}",
     ]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = millis(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = millis(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors:.*", out)
-    return rps, p50, p99, int(errors.group(1)) if errors else 0, socket_errors
+    return requests, rps, p50, p99, int(errors.group(1)) if errors else 0, socket_errors
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -220,7 +229,7 @@ def main():
         paths = scripts(work, token, deployments)
         print(
             f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency\n"
-            f"{'request':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'RSS MiB':>8}"
+            f"{'request':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'RSS MiB':>8} {'CPU µs/req':>10}"
         )
         failed = False
         for label, name in [
@@ -229,9 +238,15 @@ def main():
             ("POST /v1/releases", "create-release"),
             ("POST /v1/sync", "sync"),
         ]:
-            rps, p50, p99, errors, socket_errors = run_wrk(port, paths[name], args)
+            cpu_before = cpu_seconds(manager)
+            requests, rps, p50, p99, errors, socket_errors = run_wrk(port, paths[name], args)
+            # The manager's CPU time per request: less at the mercy of the machine's other
+            # load than the rate is.
+            cpu = (cpu_seconds(manager) - cpu_before) / max(requests, 1) * 1e6
             rss = memory_kib(manager, "VmRSS") / 1024
-            print(f"{label:<44} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:8d} {rss:8.1f}")
+            print(
+                f"{label:<44} {rps:9.0f} {p50:8.2f} {p99:8.2f} {errors:8d} {rss:8.1f} {cpu:10.0f}"
+            )
             if socket_errors:
                 print(f"  {socket_errors.group(0)}")
             failed = failed or errors > 0 or socket_errors is not None
