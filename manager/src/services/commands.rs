@@ -31,11 +31,20 @@ pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentF
         }
         None => Vec::new(),
     };
-    let id = deployment.id.clone();
-    let push_token = store
-        .read(move |conn| deployments::workload_token(conn, &id))
-        .await?
-        .map(Secret::new);
+    // What the manager itself knows of the deployment's worker runtimes, which is nothing
+    // yet. A client's stack state is never a source: its push targets would let anyone who
+    // may report a state make commandd connect anywhere with the deployment's token.
+    let workers = BTreeMap::new();
+    // The deployment's raw token leaves the manager only to go with a push.
+    let push_token = if workers.is_empty() {
+        None
+    } else {
+        let id = deployment.id.clone();
+        store
+            .read(move |conn| deployments::workload_token(conn, &id))
+            .await?
+            .map(Secret::new)
+    };
     Ok(DeploymentFacts {
         id: deployment.id.clone(),
         status: deployment.status.clone(),
@@ -45,10 +54,7 @@ pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentF
             DeploymentModel::Pull => DeliveryMode::Pull,
         },
         targets,
-        // What the manager itself knows of the deployment's worker runtimes, which is nothing
-        // yet. A client's stack state is never a source: its push targets would let anyone
-        // who may report a state make commandd connect anywhere with the deployment's token.
-        workers: BTreeMap::new(),
+        workers,
         push_token,
     })
 }
