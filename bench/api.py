@@ -33,7 +33,7 @@ import tempfile
 import textwrap
 import time
 
-from harness import daemons, memory_kib, start_serve, stop
+from harness import cpu_seconds, daemons, memory_kib, start_serve, stop
 
 GROUPS = 10
 PER_GROUP = 100
@@ -188,13 +188,6 @@ def run_wrk(port, script, args):
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors:.*", out)
     return requests, rps, p50, p99, int(errors.group(1)) if errors else 0, socket_errors
-
-
-def cpu_seconds(pid):
-    """User plus system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():

@@ -102,3 +102,10 @@ def memory_kib(pid, field):
     except FileNotFoundError:
         pass
     return 0
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 
-from harness import daemons, free_port, start_serve, stop
+from harness import cpu_seconds, daemons, free_port, memory_kib, start_serve, stop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PYTHON = os.path.join(ROOT, "target", "telemetry-tools", "venv", "bin", "python")
@@ -51,23 +51,6 @@ except ImportError:
     sys.exit("opentelemetry-proto is missing: run .ci/run, which makes target/telemetry-tools/venv")
 
 MIB = 1024 * 1024
-
-
-def proc_status(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Backend(http.server.BaseHTTPRequestHandler):
@@ -226,11 +209,11 @@ def main():
                 f"{mib / ingest_seconds:>8.1f}{items / e2e_seconds:>15.0f}{mib / e2e_seconds:>11.1f}"
                 f"{(Backend.bytes - backend_before) / MIB:>14.1f}"
                 f"{cpu[0]:>12.0f}%{cpu[1]:>12.0f}%"
-                f"{proc_status(otelfwd, 'VmRSS') / 1024:>10.1f} MiB"
+                f"{memory_kib(otelfwd, 'VmRSS') / 1024:>10.1f} MiB"
             )
             if refused:
                 print(f"  {refused} requests were refused (503): the queue was full")
-        print(f"\notelfwd peak RSS (VmHWM): {proc_status(otelfwd, 'VmHWM') / 1024:.1f} MiB; "
+        print(f"\notelfwd peak RSS (VmHWM): {memory_kib(otelfwd, 'VmHWM') / 1024:.1f} MiB; "
               f"backend received {Backend.requests} requests")
     finally:
         stop(proc)
