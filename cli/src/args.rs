@@ -23,7 +23,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the manager: starts otelfwd, registryd, commandd and the manager, restarts them if
+    /// Run the manager: starts otelfwd, registryd, commandd, the manager and deployd, restarts them if
     /// they die, and stops them in order on SIGTERM or Ctrl-C.
     Serve(ServeArgs),
     /// Ask a running manager whether it is healthy: exit 0 if it is, 1 if not (for Docker's
@@ -46,6 +46,12 @@ pub struct ConfigArgs {
     /// Address to listen on [default: 0.0.0.0; env: HOST]
     #[arg(long, value_name = "ADDR")]
     pub host: Option<String>,
+    /// Do not roll releases out to push deployments [env: DISABLE_DEPLOYMENT_LOOP]
+    #[arg(long)]
+    pub disable_deployment_loop: bool,
+    /// Do not health-check or heal running push deployments [env: DISABLE_HEARTBEAT_LOOP]
+    #[arg(long)]
+    pub disable_heartbeat_loop: bool,
 }
 
 impl ConfigArgs {
@@ -55,6 +61,8 @@ impl ConfigArgs {
             port: self.port,
             host: self.host.clone(),
             data_dir,
+            disable_deployment_loop: self.disable_deployment_loop,
+            disable_heartbeat_loop: self.disable_heartbeat_loop,
         }
     }
 }
@@ -104,6 +112,7 @@ pub enum DaemonName {
     Registryd,
     Commandd,
     Manager,
+    Deployd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -48,6 +48,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
             DaemonName::Registryd => registryd::run(ctx).await.map_err(|e| e.to_string()),
             DaemonName::Commandd => commandd::run(ctx).await.map_err(|e| e.to_string()),
             DaemonName::Manager => manager::run(ctx, listener).await.map_err(|e| e.to_string()),
+            DaemonName::Deployd => deployd::run(ctx).await.map_err(|e| e.to_string()),
         }
     });
     match result {

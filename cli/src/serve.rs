@@ -57,6 +57,13 @@ fn launch(config: &Config, log_format: LogFormat) -> Launch {
         "--log-format".into(),
         log_format.as_str().into(),
     ];
+    // The loops' switches may come from flags, which the daemons do not see otherwise.
+    if config.server.disable_deployment_loop {
+        args.push("--disable-deployment-loop".into());
+    }
+    if config.server.disable_heartbeat_loop {
+        args.push("--disable-heartbeat-loop".into());
+    }
     if let Some(file) = &config.source {
         args.extend(["--config".into(), file.into()]);
     }

@@ -76,8 +76,28 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        if parts.extensions.get::<SystemIdentity>().is_some() {
+            return Ok(Subject::system());
+        }
         let token = token_from_header(parts.headers.get(AUTHORIZATION))?;
         authenticate(&Store::from_ref(state), token).await
+    }
+}
+
+/// Marks a request that came over the manager's own Unix socket (`run/manager.sock`, 0600 in
+/// a 0700 directory), which only the service user's daemons can reach: deployd acts there as
+/// the system, with no token. Only that socket's server inserts it; no header can.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemIdentity;
+
+impl Subject {
+    /// The system's daemons: the whole workspace, as an admin token.
+    fn system() -> Subject {
+        Subject {
+            token_id: "system".to_owned(),
+            role: Role::WorkspaceAdmin,
+            scope: Scope::Workspace,
+        }
     }
 }
 
@@ -107,12 +127,21 @@ impl<S: Sync> FromRequestParts<S> for Token {
 #[derive(Debug, Clone)]
 pub struct Caller {
     authorization: Option<HeaderValue>,
+    system: bool,
 }
 
 impl Caller {
     pub async fn authenticate(&self, store: &Store) -> Result<Subject, Error> {
+        if self.system {
+            return Ok(Subject::system());
+        }
         let token = token_from_header(self.authorization.as_ref())?;
         authenticate(store, token).await
+    }
+
+    /// Whether the request came over the manager's own socket ([`SystemIdentity`]).
+    pub fn is_system(&self) -> bool {
+        self.system
     }
 
     /// The token of a `Bearer` header, which the agent sync hands back to the agent as its
@@ -133,6 +162,7 @@ impl<S: Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Caller {
             authorization: parts.headers.get(AUTHORIZATION).cloned(),
+            system: parts.extensions.get::<SystemIdentity>().is_some(),
         })
     }
 }
@@ -327,6 +357,7 @@ mod tests {
     fn only_bearer_headers_yield_a_bearer() {
         let caller = |value: Option<&str>| Caller {
             authorization: value.map(|v| HeaderValue::from_str(v).expect("header")),
+            system: false,
         };
         assert_eq!(
             caller(Some("Bearer ax_deploy_1")).bearer().as_deref(),

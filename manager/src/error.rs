@@ -223,6 +223,7 @@ fn unavailable_message(daemon: Daemon) -> String {
         Daemon::Commandd => "commands service",
         Daemon::Otelfwd => "telemetry forwarder",
         Daemon::Manager => "manager",
+        Daemon::Deployd => "deployment service",
     };
     format!("The {service} is unavailable; try again shortly")
 }

@@ -23,6 +23,7 @@ mod stack;
 mod start_error;
 mod state;
 mod store;
+mod system_socket;
 mod token;
 mod unread_body;
 mod volumes;
@@ -83,9 +84,12 @@ pub async fn run(
         shutdown: ctx.shutdown.clone(),
         volumes: volumes::Volumes::new(ctx.data.root(), &ctx.config.database_path()),
     };
+    let system = system_socket::serve(&ctx.data, state.clone(), ctx.shutdown.child_token()).await?;
     let open_files = plumbing::fd_limit::current().unwrap_or(u64::MAX);
     let limits = connections::Limits::new(&ctx.config.server, open_files);
-    server::serve(listener, server::router(state), limits, ctx.shutdown).await
+    let served = server::serve(listener, server::router(state), limits, ctx.shutdown).await;
+    let _ = system.await;
+    served
 }
 
 /// The public manager acts on these settings; we accept them so that its files keep working,

@@ -30,6 +30,9 @@ pub struct Overrides {
     pub port: Option<u16>,
     pub host: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Flags can only turn a loop off: the file or the environment may already have.
+    pub disable_deployment_loop: bool,
+    pub disable_heartbeat_loop: bool,
 }
 
 /// Loads the configuration the way every daemon and `alien serve` do, from the process
@@ -76,6 +79,23 @@ pub fn load_with_env(
     if let Some(url) = env("OTLP_ENDPOINT").filter(|v| !v.is_empty()) {
         config.telemetry.otlp_endpoint = Some(url);
     }
+    for (name, flag) in [
+        (
+            "DISABLE_DEPLOYMENT_LOOP",
+            &mut config.server.disable_deployment_loop,
+        ),
+        (
+            "DISABLE_HEARTBEAT_LOOP",
+            &mut config.server.disable_heartbeat_loop,
+        ),
+    ] {
+        if let Some(value) = env(name).filter(|v| !v.is_empty()) {
+            *flag = parse_switch(&value).ok_or_else(|| ConfigError::Invalid {
+                origin: format!("environment variable {name}"),
+                message: format!("{value:?} is not true, false, 1 or 0"),
+            })?;
+        }
+    }
     if let Some(dir) = env("ALIEN_DATA_DIR").filter(|v| !v.is_empty()) {
         config.database.state_dir = Some(PathBuf::from(dir));
     }
@@ -89,6 +109,8 @@ pub fn load_with_env(
     if let Some(dir) = &overrides.data_dir {
         config.database.state_dir = Some(dir.clone());
     }
+    config.server.disable_deployment_loop |= overrides.disable_deployment_loop;
+    config.server.disable_heartbeat_loop |= overrides.disable_heartbeat_loop;
 
     let data_dir = config
         .database
@@ -105,6 +127,15 @@ pub fn load_with_env(
         None => e,
     })?;
     Ok(config)
+}
+
+/// A boolean environment variable, as the public manager reads its switches.
+fn parse_switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 /// Parses one config file; the error names the file, the line and the key.

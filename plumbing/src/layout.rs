@@ -7,8 +7,11 @@
 //!   registry/           registryd   blobs and registry metadata
 //!   commands/           commandd    command state and payloads
 //!   telemetry/          otelfwd     durable OTLP queue
+//!   deployments/        deployd     each local deployment's workloads and resource state
+//!   images/             deployd     unpacked image root filesystems, shared by deployments
 //!   run/                (0700)      recreated sockets and locks, nothing durable
-//!     <daemon>.sock     the daemon  its HTTP/1.1 API (0600)
+//!     <daemon>.sock     the daemon  its HTTP/1.1 API (0600); manager.sock is the manager's
+//!                                   API for deployd, where callers act as the system
 //!     <daemon>.lock     the daemon  one instance per daemon and data directory
 //!     <daemon>.notify   supervisor  where the daemon sends READY=1
 //! ```
@@ -16,22 +19,25 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// The four daemons, in start order: the public port opens last.
+/// The five daemons, in start order: the public port opens after the sidecars, and deployd,
+/// a client of the manager, starts last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Daemon {
     Otelfwd,
     Registryd,
     Commandd,
     Manager,
+    Deployd,
 }
 
 impl Daemon {
     /// Start order; stop in reverse.
-    pub const ALL: [Daemon; 4] = [
+    pub const ALL: [Daemon; 5] = [
         Daemon::Otelfwd,
         Daemon::Registryd,
         Daemon::Commandd,
         Daemon::Manager,
+        Daemon::Deployd,
     ];
 
     /// The sidecars: daemons that serve only on their Unix socket.
@@ -43,6 +49,7 @@ impl Daemon {
             Daemon::Registryd => "registryd",
             Daemon::Commandd => "commandd",
             Daemon::Manager => "manager",
+            Daemon::Deployd => "deployd",
         }
     }
 
@@ -50,10 +57,10 @@ impl Daemon {
         Daemon::ALL.into_iter().find(|d| d.name() == name)
     }
 
-    /// A daemon without which the manager cannot do its job. Telemetry is not: when otelfwd
-    /// keeps failing the system runs degraded rather than not at all.
+    /// A daemon without which the manager cannot do its job. Telemetry is not, nor the
+    /// deployment loop: when otelfwd or deployd keeps failing, the API stays up, degraded.
     pub fn is_critical(self) -> bool {
-        !matches!(self, Daemon::Otelfwd)
+        !matches!(self, Daemon::Otelfwd | Daemon::Deployd)
     }
 }
 
@@ -109,7 +116,13 @@ impl DataDir {
             Daemon::Registryd => self.root.join("registry"),
             Daemon::Commandd => self.root.join("commands"),
             Daemon::Otelfwd => self.root.join("telemetry"),
+            Daemon::Deployd => self.root.join("deployments"),
         }
+    }
+
+    /// The unpacked image root filesystems deployd keeps, shared by every deployment.
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
     }
 
     /// The longest socket path this layout produces, so that a data directory too deep for
@@ -128,8 +141,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_order_opens_the_public_port_last() {
-        assert_eq!(Daemon::ALL.last(), Some(&Daemon::Manager));
+    fn start_order_opens_the_public_port_after_the_sidecars_and_before_deployd() {
+        let position = |daemon| Daemon::ALL.iter().position(|d| *d == daemon);
+        for sidecar in Daemon::SIDECARS {
+            assert!(position(sidecar) < position(Daemon::Manager));
+        }
+        assert_eq!(Daemon::ALL.last(), Some(&Daemon::Deployd));
         assert!(Daemon::SIDECARS.iter().all(|d| *d != Daemon::Manager));
         for d in Daemon::ALL {
             assert_eq!(Daemon::from_name(d.name()), Some(d));

@@ -58,6 +58,10 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     pub run_as: RunAs,
     pub isolation: Isolation,
+    /// deployd's deployment and heartbeat loops run. Off by default, so that a test that moves
+    /// a deployment from status to status itself, as a push client would, is not raced by
+    /// the loop deploying it.
+    pub deployment_loops: bool,
     /// A command `alien serve` is started through, which must end by executing it in its own
     /// process, as `prlimit ... --` does, or [`with_umask`].
     pub exec_through: Vec<OsString>,
@@ -196,10 +200,16 @@ impl Server {
             prefix.extend(unprivileged_prefix());
         }
         prefix.extend(options.exec_through.iter().cloned());
+        let mut env = options.env.clone();
+        if !options.deployment_loops {
+            for name in ["DISABLE_DEPLOYMENT_LOOP", "DISABLE_HEARTBEAT_LOOP"] {
+                env.push((name.to_owned(), "true".to_owned()));
+            }
+        }
         let invocation = Invocation {
             prefix,
             args,
-            env: options.env.clone(),
+            env,
             cwd: Some(work.path().to_path_buf()),
         };
         let (child, stdout, stderr) = invocation.spawn();

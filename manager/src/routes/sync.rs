@@ -3,7 +3,9 @@
 //! Deployment lifecycle).
 
 use axum::Json;
-use axum::extract::State;
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tracing::{debug, warn};
@@ -12,6 +14,7 @@ use crate::Error;
 use crate::auth::{Caller, Subject};
 use crate::authz::{Op, Target, authorize};
 use crate::extract::JsonBody;
+use crate::lifecycle::DeploymentStatus;
 use crate::lifecycle::lease::{StatusFilter, valid_acquire_mode};
 use crate::lifecycle::reconcile::{self, Recorded};
 use crate::services::deployments::load_in;
@@ -20,8 +23,9 @@ use crate::store::deployments::{self, AcquireQuery, Deployment};
 use crate::store::releases;
 use crate::wire::sync::{
     AcquireRequest, AcquireResponse, AcquiredDeployment, AgentSyncRequest, AgentSyncResponse,
-    DeploymentConfig, DeploymentRecord, DeploymentState, EnvironmentSnapshot, ReconcileRequest,
-    ReconcileResponse, ReleaseInfo, SyncSessionRequest, SyncTarget, TargetRelease,
+    DeploymentConfig, DeploymentRecord, DeploymentState, EnvironmentSnapshot, Plan,
+    ReconcileRequest, ReconcileResponse, ReleaseInfo, SyncSessionRequest, SyncTarget,
+    TargetRelease,
 };
 use crate::wire::{Platform, Success, zulu};
 
@@ -105,6 +109,7 @@ pub async fn reconcile(
     JsonBody(request): JsonBody<ReconcileRequest>,
 ) -> Result<Json<ReconcileResponse>, Error> {
     let subject = caller.authenticate(&state.store).await?;
+    let system = caller.is_system();
     let current = state
         .store
         .transaction(move |tx| {
@@ -135,6 +140,18 @@ pub async fn reconcile(
                 request.suggested_delay_ms,
             );
             deployments::apply_report(tx, &deployment.id, &report, &write)?;
+            if system {
+                if write.status == DeploymentStatus::Deleted {
+                    // The push loop's delete is the one that removes the row.
+                    deployments::remove(tx, &deployment.id)?;
+                } else {
+                    deployments::set_push_targets(
+                        tx,
+                        &deployment.id,
+                        &push_targets(report.stack_state.as_ref()),
+                    )?;
+                }
+            }
             // The client adopts what it is answered: a kept pending delete, not its report.
             report.status = write.status;
             Ok(report)
@@ -183,6 +200,68 @@ pub async fn release(
         })
         .await?;
     Ok(Json(Success::new()))
+}
+
+/// The `commandsPushTarget` output of every worker in a stack state deployd reported.
+fn push_targets(stack_state: Option<&Value>) -> BTreeMap<String, String> {
+    let Some(resources) = stack_state
+        .and_then(|state| state.get("resources"))
+        .and_then(Value::as_object)
+    else {
+        return BTreeMap::new();
+    };
+    resources
+        .iter()
+        .filter(|(_, resource)| resource.get("type").and_then(Value::as_str) == Some("worker"))
+        .filter_map(|(id, resource)| {
+            let url = resource.pointer("/outputs/commandsPushTarget")?.as_str()?;
+            Some((id.clone(), url.to_owned()))
+        })
+        .collect()
+}
+
+/// What the push loop deploys a deployment with (deployd, over the manager's own socket
+/// only): its state with the current release and the target (the desired release, else the
+/// current one) filled in, and the configuration, which carries the deployment's own token
+/// for the workloads and image pulls.
+pub async fn plan(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Plan>, Error> {
+    let base_url = state.base_url.to_string();
+    let plan = state
+        .store
+        .read(move |conn| {
+            let deployment =
+                deployments::get(conn, &id)?.ok_or_else(|| Error::deployment_not_found(&id))?;
+            let target_id = deployment
+                .desired_release_id
+                .as_deref()
+                .or(deployment.current_release_id.as_deref());
+            let target = match target_id {
+                Some(release_id) => {
+                    releases::platform_stack(conn, release_id, &deployment.platform)?
+                        .flatten()
+                        .map(|stack| TargetRelease {
+                            release_id: release_id.to_owned(),
+                            stack,
+                        })
+                }
+                None => None,
+            };
+            let token = deployments::workload_token(conn, &deployment.id)?;
+            let mut current = record_state(conn, &deployment, None)?;
+            current.target_release = target
+                .as_ref()
+                .map(|target| release_info(&target.release_id, &target.stack))
+                .transpose()?;
+            Ok(Plan {
+                state: current,
+                config: config(&deployment, token, base_url)?,
+            })
+        })
+        .await?;
+    Ok(Json(plan))
 }
 
 /// The pull agent's sync: take its report (unless stale), answer with the release it should

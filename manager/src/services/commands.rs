@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use plumbing::config::Secret;
-use protocol::commandd::DeploymentFacts;
+use protocol::commandd::{DeploymentFacts, WorkerFacts};
 use protocol::commands::{CommandTarget, DeliveryMode, TargetType};
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,10 +31,24 @@ pub async fn facts(store: &Store, deployment: &Deployment) -> Result<DeploymentF
         }
         None => Vec::new(),
     };
-    // What the manager itself knows of the deployment's worker runtimes, which is nothing
-    // yet. A client's stack state is never a source: its push targets would let anyone who
-    // may report a state make commandd connect anywhere with the deployment's token.
-    let workers = BTreeMap::new();
+    // Only deployd, which runs the worker runtimes, reports where they listen: a client's
+    // stack state is never a source, or anyone who may report a state could make commandd
+    // connect anywhere with the deployment's token.
+    let id = deployment.id.clone();
+    let workers: BTreeMap<String, WorkerFacts> = store
+        .read(move |conn| deployments::push_targets(conn, &id))
+        .await?
+        .into_iter()
+        .map(|(worker, url)| {
+            (
+                worker,
+                WorkerFacts {
+                    status: Some("running".to_owned()),
+                    push_target: Some(url),
+                },
+            )
+        })
+        .collect();
     // The deployment's raw token leaves the manager only to go with a push.
     let push_token = if workers.is_empty() {
         None

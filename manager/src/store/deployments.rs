@@ -5,6 +5,7 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 
 use super::{NOW, json_column, now_plus, optional_json_column};
 use crate::Error;
@@ -333,6 +334,30 @@ pub fn workload_token(conn: &Connection, id: &str) -> Result<Option<String>, Err
         .query_row([id], |row| row.get::<_, Option<String>>(0))
         .optional()?
         .flatten())
+}
+
+/// The push targets deployd last reported for deployment `id`: worker id to URL.
+pub fn push_targets(conn: &Connection, id: &str) -> Result<BTreeMap<String, String>, Error> {
+    let raw = conn
+        .prepare_cached("SELECT push_targets FROM deployments WHERE id = ?1")?
+        .query_row([id], |row| row.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten();
+    Ok(match raw {
+        Some(raw) => serde_json::from_str(&raw)?,
+        None => BTreeMap::new(),
+    })
+}
+
+/// Records where deployd's workers of deployment `id` take pushed commands.
+pub fn set_push_targets(
+    conn: &Connection,
+    id: &str,
+    targets: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    conn.prepare_cached("UPDATE deployments SET push_targets = ?1 WHERE id = ?2")?
+        .execute(params![serde_json::to_string(targets)?, id])?;
+    Ok(())
 }
 
 /// Inserts a `pending` deployment. A name taken in the group is a

@@ -7,7 +7,12 @@ use rusqlite::Connection;
 
 use crate::Error;
 
-const MIGRATIONS: &[&str] = &[INITIAL_SCHEMA, CREATION_ORDER, REACHED_RELEASE];
+const MIGRATIONS: &[&str] = &[
+    INITIAL_SCHEMA,
+    CREATION_ORDER,
+    REACHED_RELEASE,
+    PUSH_TARGETS,
+];
 
 /// The public manager's tables, columns and indexes, less `commands`, which commandd keeps.
 const INITIAL_SCHEMA: &str = "
@@ -119,6 +124,13 @@ const REACHED_RELEASE: &str = "
 ALTER TABLE deployments ADD COLUMN reached_release_id TEXT;
 UPDATE deployments SET reached_release_id = current_release_id
 WHERE current_release_id IN (SELECT id FROM releases);
+";
+
+/// Where each command-enabled worker of a deployment takes pushed commands, as deployd, which
+/// runs them, last reported it (a JSON object of worker id to URL). Only deployd writes it:
+/// a client's stack state is never a source of push targets.
+const PUSH_TARGETS: &str = "
+ALTER TABLE deployments ADD COLUMN push_targets TEXT;
 ";
 
 /// Brings the database at `path` (named in errors) up to date, one transaction per

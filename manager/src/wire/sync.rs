@@ -218,3 +218,11 @@ pub struct EnvironmentSnapshot {
     pub hash: &'static str,
     pub created_at: &'static str,
 }
+
+/// What deployd deploys a deployment with (not a public route).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub state: DeploymentState,
+    pub config: DeploymentConfig,
+}

@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub releases_url: Option<String>,
     pub deployment_interval_secs: u64,
     pub heartbeat_interval_secs: u64,
+    /// deployd leaves push deployments alone (another process drives them, or none should).
+    pub disable_deployment_loop: bool,
+    /// deployd runs no health checks of running push deployments.
+    pub disable_heartbeat_loop: bool,
     /// Ours, as the two timeouts below: client connections open at once. At the cap, the
     /// connection idle the longest is closed for each new one.
     pub max_connections: u32,
@@ -63,6 +67,8 @@ impl Default for ServerConfig {
             releases_url: None,
             deployment_interval_secs: 3,
             heartbeat_interval_secs: 60,
+            disable_deployment_loop: false,
+            disable_heartbeat_loop: false,
             // nginx's defaults: worker_connections in its stock nginx.conf,
             // client_header_timeout, client_body_timeout and keepalive_timeout.
             max_connections: 1024,

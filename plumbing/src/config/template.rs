@@ -28,6 +28,13 @@ pub const TEMPLATE: &str = r#"# alien-manager.toml
 # Seconds between heartbeats of push deployments.
 # heartbeat-interval-secs = 60
 
+# Turn off deployd's deployment loop, which rolls releases out to push deployments, or its
+# heartbeat loop, which checks and heals their running workloads (also the environment
+# variables DISABLE_DEPLOYMENT_LOOP and DISABLE_HEARTBEAT_LOOP set to true or 1, and the
+# `alien serve` flags --disable-deployment-loop and --disable-heartbeat-loop).
+# disable-deployment-loop = false
+# disable-heartbeat-loop = false
+
 # Client connections open at once. When a new one comes at the cap, the connection that has
 # been idle the longest (no request in flight) is closed to make room; when every one has a
 # request in flight, new connections wait in the listen backlog until one ends. Each open

@@ -21,6 +21,8 @@ fn the_template_documents_every_key() {
         "releases-url",
         "deployment-interval-secs",
         "heartbeat-interval-secs",
+        "disable-deployment-loop",
+        "disable-heartbeat-loop",
         "max-connections",
         "header-read-timeout-secs",
         "body-read-timeout-secs",
@@ -164,6 +166,8 @@ fn the_file_name_appears_in_the_error() {
     let path = dir.path().join("alien-manager.toml");
     std::fs::write(&path, "[server]\nprot = 1\n").expect("write");
     let overrides = Overrides {
+        disable_deployment_loop: false,
+        disable_heartbeat_loop: false,
         config_file: Some(path.clone()),
         ..Overrides::default()
     };
@@ -179,6 +183,8 @@ fn the_file_name_appears_in_the_error() {
 #[test]
 fn an_explicit_file_must_exist() {
     let overrides = Overrides {
+        disable_deployment_loop: false,
+        disable_heartbeat_loop: false,
         config_file: Some(PathBuf::from("/nonexistent/alien-manager.toml")),
         ..Overrides::default()
     };
@@ -201,6 +207,8 @@ fn environment_overrides_the_file_and_flags_override_both() {
         _ => None,
     };
     let mut overrides = Overrides {
+        disable_deployment_loop: false,
+        disable_heartbeat_loop: false,
         config_file: Some(path),
         ..Overrides::default()
     };
