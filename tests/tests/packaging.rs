@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every file in `packaging/systemd/`: a new unit must be added here to be verified.
-const UNITS: [&str; 5] = [
+const UNITS: [&str; 6] = [
     "alien-otelfwd.service",
     "alien-registryd.service",
     "alien-commandd.service",
     "alien-manager.service",
+    "alien-deployd.service",
     "alien-manager.target",
 ];
 
@@ -135,8 +136,20 @@ const MANAGER_LINES: &[&str] = &[
     "After=alien-otelfwd.service alien-registryd.service alien-commandd.service network-online.target",
 ];
 
+/// deployd runs workloads in an OCI runtime as root, and they outlive its restarts.
+const DEPLOYD_LINES: &[&str] = &[
+    "Type=notify",
+    "ExecStart=/usr/local/bin/alien daemon deployd --config /etc/alien-manager/alien-manager.toml --data-dir /var/lib/alien-manager",
+    "PartOf=alien-manager.target",
+    "Requires=alien-manager.service",
+    "After=alien-manager.service",
+    "Restart=on-failure",
+    "KillMode=process",
+    "UMask=0077",
+];
+
 const TARGET_LINES: &[&str] = &[
-    "Wants=alien-otelfwd.service alien-registryd.service alien-commandd.service alien-manager.service",
+    "Wants=alien-otelfwd.service alien-registryd.service alien-commandd.service alien-manager.service alien-deployd.service",
     "WantedBy=multi-user.target",
 ];
 
@@ -155,6 +168,9 @@ fn units_run_their_daemon_on_the_shared_data_directory_with_the_same_hardening()
     }
     for line in TARGET_LINES {
         expected.push(("alien-manager.target".into(), (*line).into()));
+    }
+    for line in DEPLOYD_LINES {
+        expected.push(("alien-deployd.service".into(), (*line).into()));
     }
 
     let missing: Vec<String> = expected
