@@ -3,6 +3,8 @@
 //! are directories the workloads reach through their bindings; service accounts and the
 //! compute cluster have nothing to create.
 
+pub mod gateway;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
