@@ -5,6 +5,7 @@
 
 mod loops;
 mod manager;
+mod output;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! compute cluster have nothing to create.
 
 pub mod gateway;
+pub mod logs;
 
 use std::path::{Path, PathBuf};
 
