@@ -1,0 +1,214 @@
+//! The plain-process backend, with real processes: detached start, exact environment,
+//! absolute paths inside the image root, stop with grace, adoption, pid reuse.
+
+mod support;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use launcher::{Launcher, Status};
+use support::*;
+
+fn launcher() -> Launcher {
+    Launcher::process("tests")
+}
+
+#[test]
+fn runs_from_the_root_with_exactly_the_given_environment() -> TestResult {
+    let fixture = Fixture::new()?;
+    let mut spec = fixture.spec("env", &["/bin/env"]);
+    spec.env = vec![
+        ("ONLY".into(), "this".into()),
+        ("AND".into(), "that=1".into()),
+    ];
+    let workload = launcher().start(&spec)?;
+    let out = wait_output(&spec.stdout, "AND=")?;
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["AND=that=1", "ONLY=this"]);
+    launcher().stop(&workload, Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn absolute_program_and_working_directory_are_inside_the_root() -> TestResult {
+    let fixture = Fixture::new()?;
+    // The host has its own /bin/sh; the root's is busybox behind an absolute symlink.
+    let spec = fixture.spec("paths", &["/bin/sh", "-c", "pwd; exec sleep 30"]);
+    let launcher = launcher();
+    let workload = launcher.start(&spec)?;
+    let pid = running_pid(&launcher, &workload)?;
+    let exe = wait_for(Duration::from_secs(5), || {
+        fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .filter(|exe| exe.ends_with("bin/busybox"))
+    });
+    assert_eq!(exe, Some(fixture.rootfs().join("bin/busybox")));
+    let out = wait_output(&spec.stdout, "app")?;
+    assert_eq!(
+        out.trim(),
+        fixture.rootfs().join("app").display().to_string()
+    );
+    launcher.stop(&workload, Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn relative_program_runs_from_the_working_directory() -> TestResult {
+    let fixture = Fixture::new()?;
+    let server = fixture.rootfs().join("app/server");
+    fs::write(&server, "#!/bin/sh\necho relative ok\n")?;
+    fs::set_permissions(&server, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let spec = fixture.spec("relative", &["./server"]);
+    let workload = launcher().start(&spec)?;
+    wait_output(&spec.stdout, "relative ok")?;
+    launcher().stop(&workload, Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn stop_sends_sigterm_to_the_whole_group_first() -> TestResult {
+    let fixture = Fixture::new()?;
+    // A background child in the same group must go too.
+    let spec = fixture.spec(
+        "term",
+        &["/bin/sh", "-c", "sleep 300 & trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done"],
+    );
+    let launcher = launcher();
+    let workload = launcher.start(&spec)?;
+    wait_output(&spec.stdout, "ready")?;
+    let started = Instant::now();
+    launcher.stop(&workload, Duration::from_secs(20))?;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "SIGTERM was not honoured"
+    );
+    assert!(fs::read_to_string(&spec.stdout)?.contains("got-term"));
+    let group = nix::unistd::Pid::from_raw(-(workload.pid as i32));
+    assert_eq!(
+        nix::sys::signal::kill(group, None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+    assert_eq!(launcher.status(&workload)?, Status::Missing);
+    assert!(!spec.state_dir.exists(), "state left behind");
+    Ok(())
+}
+
+#[test]
+fn stop_kills_a_workload_that_ignores_sigterm_after_the_grace() -> TestResult {
+    let fixture = Fixture::new()?;
+    let spec = fixture.spec(
+        "stubborn",
+        &[
+            "/bin/sh",
+            "-c",
+            "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    let launcher = launcher();
+    let workload = launcher.start(&spec)?;
+    wait_output(&spec.stdout, "ready")?;
+    let started = Instant::now();
+    launcher.stop(&workload, Duration::from_millis(1500))?;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "killed before the grace: {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(procfs_gone(workload.pid));
+    Ok(())
+}
+
+fn procfs_gone(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.contains(") Z"))
+}
+
+#[test]
+fn exit_code_is_reported_to_the_parent() -> TestResult {
+    let fixture = Fixture::new()?;
+    let spec = fixture.spec("exit", &["/bin/sh", "-c", "exit 3"]);
+    let launcher = launcher();
+    let workload = launcher.start(&spec)?;
+    let status = wait_for(Duration::from_secs(10), || {
+        launcher
+            .status(&workload)
+            .ok()
+            .filter(|status| *status != Status::Running { pid: workload.pid })
+    });
+    assert_eq!(status, Some(Status::Exited { code: Some(3) }));
+    // Asked again, from a new launcher: the reaped code was kept.
+    let adopted = Launcher::process("restarted").adopt(&spec.state_dir)?;
+    assert_eq!(launcher.status(&adopted)?, Status::Exited { code: Some(3) });
+    launcher.stop(&adopted, Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn survives_the_caller_and_is_adopted_by_a_new_launcher() -> TestResult {
+    let fixture = Fixture::new()?;
+    let port = free_port()?;
+    let state = start_from_child(&fixture, "process", port)?;
+    let launcher = Launcher::process("restarted");
+    let workload = launcher.adopt(&state)?;
+    let pid = running_pid(&launcher, &workload)?;
+    let body = get_when_up(|| std::net::TcpStream::connect(("127.0.0.1", port)))?;
+    assert_eq!(body.trim(), "child");
+    let (parent, pipes) = parent_and_pipes(pid)?;
+    assert_ne!(parent, std::process::id());
+    assert!(pipes.is_empty(), "pipes to a caller: {pipes:?}");
+    launcher.stop(&workload, Duration::from_secs(5))?;
+    assert_eq!(launcher.status(&workload)?, Status::Missing);
+    Ok(())
+}
+
+#[test]
+fn a_reused_pid_is_not_mistaken_for_the_workload() -> TestResult {
+    let fixture = Fixture::new()?;
+    let spec = fixture.spec("reuse", &["/bin/sleep", "300"]);
+    let launcher = launcher();
+    let workload = launcher.start(&spec)?;
+    // The record as it would be if this pid now belonged to another process.
+    let record = spec.state_dir.join("workload.json");
+    let original = fs::read_to_string(&record)?;
+    let mut value: serde_json::Value = serde_json::from_str(&original)?;
+    let start_time = value["backend"]["start_time"]
+        .as_u64()
+        .ok_or("no start time")?;
+    value["backend"]["start_time"] = (start_time + 1).into();
+    fs::write(&record, serde_json::to_vec(&value)?)?;
+    let impostor = launcher.adopt(&spec.state_dir)?;
+
+    assert_eq!(launcher.status(&impostor)?, Status::Exited { code: None });
+    launcher.stop(&impostor, Duration::from_millis(100))?;
+    assert_eq!(
+        launcher.status(&workload)?,
+        Status::Missing,
+        "stop removes the record"
+    );
+    assert!(
+        !procfs_gone(workload.pid),
+        "stop killed a process that is not ours"
+    );
+
+    fs::create_dir_all(&spec.state_dir)?;
+    fs::write(&record, original)?;
+    assert_eq!(
+        launcher.status(&workload)?,
+        Status::Running { pid: workload.pid }
+    );
+    launcher.stop(&workload, Duration::from_secs(1))?;
+    assert!(procfs_gone(workload.pid));
+    Ok(())
+}
+
+#[test]
+fn a_missing_program_fails_the_start() -> TestResult {
+    let fixture = Fixture::new()?;
+    let spec = fixture.spec("missing", &["/bin/nope"]);
+    assert!(matches!(
+        launcher().start(&spec),
+        Err(launcher::Error::Spawn { .. })
+    ));
+    Ok(())
+}
