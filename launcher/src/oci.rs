@@ -22,8 +22,20 @@ const WORK: &str = "work";
 const RUNTIME_ROOT: &str = "runtime";
 const RUNTIME_LOG: &str = "runtime.log";
 const HOSTS: &str = "hosts";
+const PID_FILE: &str = "pid";
 /// Everything `start` creates besides the record, removed by `stop`.
-const CREATED: [&str; 6] = [BUNDLE, UPPER, WORK, RUNTIME_ROOT, RUNTIME_LOG, HOSTS];
+const CREATED: [&str; 7] = [
+    BUNDLE,
+    UPPER,
+    WORK,
+    RUNTIME_ROOT,
+    RUNTIME_LOG,
+    HOSTS,
+    PID_FILE,
+];
+/// Without these the runtime would create them (and device nodes) in the root, which a
+/// read-only root shares with every workload of the image.
+const REQUIRED_MOUNT_POINTS: [&str; 2] = ["/proc", "/dev"];
 /// The CFS period the CPU quota is a share of.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -152,6 +164,9 @@ pub(crate) fn start(binary: &Path, spec: &WorkloadSpec) -> Result<Workload> {
         .command()
         .arg("run")
         .arg("--detach")
+        // Written before the program starts: a program that exits at once still has a pid.
+        .arg("--pid-file")
+        .arg(state_dir.join(PID_FILE))
         .arg("--bundle")
         .arg(&bundle)
         .arg(&spec.id)
@@ -163,7 +178,7 @@ pub(crate) fn start(binary: &Path, spec: &WorkloadSpec) -> Result<Workload> {
             source,
         });
     let started = match output {
-        Ok(status) if status.success() => runtime.state(&spec.id),
+        Ok(status) if status.success() => read_pid(&state_dir.join(PID_FILE)),
         Ok(_) => Err(Error::Runtime {
             runtime: runtime.name(),
             action: "run",
@@ -172,25 +187,25 @@ pub(crate) fn start(binary: &Path, spec: &WorkloadSpec) -> Result<Workload> {
         Err(error) => Err(error),
     };
     match started {
-        Ok(Some((_, pid))) if pid > 0 => {
+        Ok(pid) => {
             workload.pid = pid;
             workload.write()?;
             Ok(workload)
         }
-        other => {
-            let error = match other {
-                Err(error) => error,
-                Ok(_) => Error::Runtime {
-                    runtime: runtime.name(),
-                    action: "run",
-                    message: "the container exited at once".into(),
-                },
-            };
+        Err(error) => {
             clean(&runtime, &spec.id)?;
             files::remove_state(&state_dir, &CREATED)?;
             Err(error)
         }
     }
+}
+
+fn read_pid(path: &Path) -> Result<u32> {
+    let text = fs::read_to_string(path).at(path)?;
+    text.trim().parse().map_err(|_| Error::BadRecord {
+        path: path.to_path_buf(),
+        reason: format!("not a pid: {text:?}"),
+    })
 }
 
 pub(crate) fn status(binary: &Path, workload: &Workload) -> Result<Status> {
@@ -311,7 +326,8 @@ fn hosts_file(spec: &WorkloadSpec) -> String {
 fn config(spec: &WorkloadSpec, state_dir: &Path, root: RootMode) -> Result<Value> {
     let root_path = match root {
         RootMode::Overlay => PathBuf::from("rootfs"),
-        RootMode::ReadOnly => std::path::absolute(&spec.rootfs).at(&spec.rootfs)?,
+        // Runtimes refuse a root that is a symlink.
+        RootMode::ReadOnly => fs::canonicalize(&spec.rootfs).at(&spec.rootfs)?,
     };
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -370,7 +386,6 @@ fn config(spec: &WorkloadSpec, state_dir: &Path, root: RootMode) -> Result<Value
                 "effective": capabilities,
                 "permitted": capabilities,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536}],
             "noNewPrivileges": true,
         },
         "root": {"path": root_path, "readonly": root == RootMode::ReadOnly},
@@ -427,14 +442,26 @@ fn mounts(spec: &WorkloadSpec, state_dir: &Path, root: RootMode) -> Result<Vec<V
         system.push(bind(resolv, "/etc/resolv.conf", true));
     }
     let mut all = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
     for mount in system {
-        let target = mount["destination"].as_str().unwrap_or_default();
-        // /dev's children live in its tmpfs, /sys's in sysfs.
-        let inside_new_fs = target.starts_with("/dev/") || target.starts_with("/sys/");
-        if inside_new_fs || has_mount_point(target) {
+        let target = mount["destination"].as_str().unwrap_or_default().to_owned();
+        // /dev's and /sys's children live in the file systems mounted there, if they are.
+        let parent = ["/dev", "/sys"]
+            .into_iter()
+            .find(|parent| target.starts_with(&format!("{parent}/")));
+        let mountable = match parent {
+            Some(parent) => !skipped.iter().any(|s| s == parent),
+            None => has_mount_point(&target),
+        };
+        if mountable {
             all.push(mount);
+        } else if REQUIRED_MOUNT_POINTS.contains(&target.as_str()) {
+            return Err(Error::InvalidSpec(format!(
+                "the overlay did not mount and the read-only image root has no {target}"
+            )));
         } else {
             tracing::warn!(id = %spec.id, target, "read-only root has no mount point; not mounted");
+            skipped.push(target);
         }
     }
     for mount in &spec.mounts {

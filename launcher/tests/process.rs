@@ -21,12 +21,13 @@ fn runs_from_the_root_with_exactly_the_given_environment() -> TestResult {
         ("ONLY".into(), "this".into()),
         ("AND".into(), "that=1".into()),
     ];
-    let workload = launcher().start(&spec)?;
+    let launcher = launcher();
+    let workload = start(&launcher, &spec)?;
     let out = wait_output(&spec.stdout, "AND=")?;
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
     assert_eq!(lines, ["AND=that=1", "ONLY=this"]);
-    launcher().stop(&workload, Duration::from_secs(1))?;
+    launcher.stop(&workload, Duration::from_secs(1))?;
     Ok(())
 }
 
@@ -36,7 +37,7 @@ fn absolute_program_and_working_directory_are_inside_the_root() -> TestResult {
     // The host has its own /bin/sh; the root's is busybox behind an absolute symlink.
     let spec = fixture.spec("paths", &["/bin/sh", "-c", "pwd; exec sleep 30"]);
     let launcher = launcher();
-    let workload = launcher.start(&spec)?;
+    let workload = start(&launcher, &spec)?;
     let pid = running_pid(&launcher, &workload)?;
     let exe = wait_for(Duration::from_secs(5), || {
         fs::read_link(format!("/proc/{pid}/exe"))
@@ -60,9 +61,10 @@ fn relative_program_runs_from_the_working_directory() -> TestResult {
     fs::write(&server, "#!/bin/sh\necho relative ok\n")?;
     fs::set_permissions(&server, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let spec = fixture.spec("relative", &["./server"]);
-    let workload = launcher().start(&spec)?;
+    let launcher = launcher();
+    let workload = start(&launcher, &spec)?;
     wait_output(&spec.stdout, "relative ok")?;
-    launcher().stop(&workload, Duration::from_secs(1))?;
+    launcher.stop(&workload, Duration::from_secs(1))?;
     Ok(())
 }
 
@@ -75,7 +77,7 @@ fn stop_sends_sigterm_to_the_whole_group_first() -> TestResult {
         &["/bin/sh", "-c", "sleep 300 & trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done"],
     );
     let launcher = launcher();
-    let workload = launcher.start(&spec)?;
+    let workload = start(&launcher, &spec)?;
     wait_output(&spec.stdout, "ready")?;
     let started = Instant::now();
     launcher.stop(&workload, Duration::from_secs(20))?;
@@ -106,7 +108,7 @@ fn stop_kills_a_workload_that_ignores_sigterm_after_the_grace() -> TestResult {
         ],
     );
     let launcher = launcher();
-    let workload = launcher.start(&spec)?;
+    let workload = start(&launcher, &spec)?;
     wait_output(&spec.stdout, "ready")?;
     let started = Instant::now();
     launcher.stop(&workload, Duration::from_millis(1500))?;
@@ -129,7 +131,7 @@ fn exit_code_is_reported_to_the_parent() -> TestResult {
     let fixture = Fixture::new()?;
     let spec = fixture.spec("exit", &["/bin/sh", "-c", "exit 3"]);
     let launcher = launcher();
-    let workload = launcher.start(&spec)?;
+    let workload = start(&launcher, &spec)?;
     let status = wait_for(Duration::from_secs(10), || {
         launcher
             .status(&workload)
@@ -150,7 +152,7 @@ fn survives_the_caller_and_is_adopted_by_a_new_launcher() -> TestResult {
     let port = free_port()?;
     let state = start_from_child(&fixture, "process", port)?;
     let launcher = Launcher::process("restarted");
-    let workload = launcher.adopt(&state)?;
+    let workload = Started::new(&launcher, launcher.adopt(&state)?);
     let pid = running_pid(&launcher, &workload)?;
     let body = get_when_up(|| std::net::TcpStream::connect(("127.0.0.1", port)))?;
     assert_eq!(body.trim(), "child");
@@ -167,7 +169,7 @@ fn a_reused_pid_is_not_mistaken_for_the_workload() -> TestResult {
     let fixture = Fixture::new()?;
     let spec = fixture.spec("reuse", &["/bin/sleep", "300"]);
     let launcher = launcher();
-    let workload = launcher.start(&spec)?;
+    let workload = start(&launcher, &spec)?;
     // The record as it would be if this pid now belonged to another process.
     let record = spec.state_dir.join("workload.json");
     let original = fs::read_to_string(&record)?;

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use launcher::{Launcher, Network, Status, Workload, WorkloadSpec};
+use std::ops::Deref;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -83,6 +84,41 @@ pub fn unique_id(name: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("lt-{name}-{}-{nanos}", std::process::id())
+}
+
+/// A started workload that a failing test does not leave running: stopped on drop unless
+/// the test stopped it.
+pub struct Started<'a> {
+    launcher: &'a Launcher,
+    workload: Workload,
+}
+
+impl<'a> Started<'a> {
+    pub fn new(launcher: &'a Launcher, workload: Workload) -> Self {
+        Started { launcher, workload }
+    }
+}
+
+impl Deref for Started<'_> {
+    type Target = Workload;
+    fn deref(&self) -> &Workload {
+        &self.workload
+    }
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        if self.workload.state_dir.join("workload.json").exists() {
+            let _ = self.launcher.stop(&self.workload, Duration::from_secs(1));
+        }
+    }
+}
+
+pub fn start<'a>(
+    launcher: &'a Launcher,
+    spec: &WorkloadSpec,
+) -> Result<Started<'a>, launcher::Error> {
+    Ok(Started::new(launcher, launcher.start(spec)?))
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most `timeout`.
