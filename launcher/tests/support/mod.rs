@@ -16,8 +16,13 @@ use std::ops::Deref;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Where the busybox the tests run lives (Debian's busybox-static).
-pub const BUSYBOX: &str = "/usr/bin/busybox";
+/// Where the busybox the tests run lives (Debian's busybox-static; /bin without merged /usr).
+fn host_busybox() -> &'static str {
+    ["/usr/bin/busybox", "/bin/busybox"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).is_file())
+        .unwrap_or("/usr/bin/busybox")
+}
 
 /// A scratch directory with an image root holding busybox and its applet links.
 pub struct Fixture {
@@ -36,8 +41,8 @@ impl Fixture {
         // A link, not a copy: a file this process has open for writing cannot be executed
         // by a child forked meanwhile by a parallel test (ETXTBSY).
         let busybox = root.join("bin/busybox");
-        if fs::hard_link(BUSYBOX, &busybox).is_err() {
-            fs::copy(BUSYBOX, &busybox)?;
+        if fs::hard_link(host_busybox(), &busybox).is_err() {
+            fs::copy(host_busybox(), &busybox)?;
         }
         // Absolute links, as images have them: they must resolve inside the root.
         for applet in [
