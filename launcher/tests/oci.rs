@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use launcher::{Backend, Launcher, Mount, Network, RootMode, Status, connect_in, listen_in};
 use support::*;
@@ -105,29 +105,7 @@ fn stop_honours_sigterm() -> TestResult {
     let Some(launcher) = launcher() else {
         return Ok(());
     };
-    let fixture = Fixture::new()?;
-    let spec = fixture.spec(
-        "term",
-        &[
-            "/bin/sh",
-            "-c",
-            "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
-        ],
-    );
-    let workload = start(&launcher, &spec)?;
-    running_pid(&launcher, &workload)?;
-    wait_output(&spec.stdout, "ready")?;
-    let started = Instant::now();
-    launcher.stop(&workload, Duration::from_secs(20))?;
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "SIGTERM was not honoured"
-    );
-    assert!(fs::read_to_string(&spec.stdout)?.contains("got-term"));
-    assert_eq!(launcher.status(&workload)?, Status::Missing);
-    assert!(!spec.state_dir.exists(), "state left behind");
-    assert!(!fs::read_to_string("/proc/mounts")?.contains(&spec.state_dir.display().to_string()));
-    Ok(())
+    scenarios::sigterm_is_honoured(&launcher)
 }
 
 #[test]
@@ -135,33 +113,7 @@ fn stop_kills_after_the_grace_when_sigterm_is_ignored() -> TestResult {
     let Some(launcher) = launcher() else {
         return Ok(());
     };
-    let fixture = Fixture::new()?;
-    let spec = fixture.spec(
-        "stubborn",
-        &[
-            "/bin/sh",
-            "-c",
-            "trap '' TERM; echo ready; while true; do sleep 0.1; done",
-        ],
-    );
-    let workload = start(&launcher, &spec)?;
-    let pid = running_pid(&launcher, &workload)?;
-    wait_output(&spec.stdout, "ready")?;
-    let started = Instant::now();
-    launcher.stop(&workload, Duration::from_millis(1500))?;
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(1500),
-        "killed before the grace: {took:?}"
-    );
-    assert!(took < Duration::from_secs(10), "{took:?}");
-    assert!(
-        wait_for(Duration::from_secs(5), || {
-            (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-        })
-        .is_some()
-    );
-    Ok(())
+    scenarios::sigkill_after_the_grace(&launcher)
 }
 
 #[test]
@@ -172,21 +124,10 @@ fn survives_the_caller_and_is_adopted_by_a_new_launcher() -> TestResult {
     let Backend::Oci { runtime } = launcher.backend() else {
         return Ok(());
     };
-    let fixture = Fixture::new()?;
-    let port = free_port()?;
-    let state = start_from_child(&fixture, &runtime.display().to_string(), port)?;
-    let restarted = Launcher::oci(runtime.clone());
-    let workload = Started::new(&restarted, restarted.adopt(&state)?);
-    let pid = running_pid(&restarted, &workload)?;
-    assert_eq!(workload.pid, pid);
-    let body = get_when_up(|| std::net::TcpStream::connect(("127.0.0.1", port)))?;
-    assert_eq!(body.trim(), "child");
-    let (parent, pipes) = parent_and_pipes(pid)?;
-    assert_ne!(parent, std::process::id());
-    assert!(pipes.is_empty(), "pipes to a caller: {pipes:?}");
-    restarted.stop(&workload, Duration::from_secs(5))?;
-    assert_eq!(restarted.status(&workload)?, Status::Missing);
-    Ok(())
+    scenarios::survives_the_caller(
+        &runtime.display().to_string(),
+        &Launcher::oci(runtime.clone()),
+    )
 }
 
 #[test]

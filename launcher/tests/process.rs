@@ -4,7 +4,7 @@
 mod support;
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use launcher::{Launcher, Status};
 use support::*;
@@ -68,62 +68,23 @@ fn relative_program_runs_from_the_working_directory() -> TestResult {
     Ok(())
 }
 
+fn procfs_gone(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.contains(") Z"))
+}
+
 #[test]
 fn stop_sends_sigterm_to_the_whole_group_first() -> TestResult {
-    let fixture = Fixture::new()?;
-    // A background child in the same group must go too.
-    let spec = fixture.spec(
-        "term",
-        &["/bin/sh", "-c", "sleep 300 & trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done"],
-    );
-    let launcher = launcher();
-    let workload = start(&launcher, &spec)?;
-    wait_output(&spec.stdout, "ready")?;
-    let started = Instant::now();
-    launcher.stop(&workload, Duration::from_secs(20))?;
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "SIGTERM was not honoured"
-    );
-    assert!(fs::read_to_string(&spec.stdout)?.contains("got-term"));
-    let group = nix::unistd::Pid::from_raw(-(workload.pid as i32));
-    assert_eq!(
-        nix::sys::signal::kill(group, None),
-        Err(nix::errno::Errno::ESRCH)
-    );
-    assert_eq!(launcher.status(&workload)?, Status::Missing);
-    assert!(!spec.state_dir.exists(), "state left behind");
-    Ok(())
+    scenarios::sigterm_is_honoured(&launcher())
 }
 
 #[test]
 fn stop_kills_a_workload_that_ignores_sigterm_after_the_grace() -> TestResult {
-    let fixture = Fixture::new()?;
-    let spec = fixture.spec(
-        "stubborn",
-        &[
-            "/bin/sh",
-            "-c",
-            "trap '' TERM; echo ready; while true; do sleep 0.1; done",
-        ],
-    );
-    let launcher = launcher();
-    let workload = start(&launcher, &spec)?;
-    wait_output(&spec.stdout, "ready")?;
-    let started = Instant::now();
-    launcher.stop(&workload, Duration::from_millis(1500))?;
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(1500),
-        "killed before the grace: {took:?}"
-    );
-    assert!(took < Duration::from_secs(10), "{took:?}");
-    assert!(procfs_gone(workload.pid));
-    Ok(())
+    scenarios::sigkill_after_the_grace(&launcher())
 }
 
-fn procfs_gone(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.contains(") Z"))
+#[test]
+fn survives_the_caller_and_is_adopted_by_a_new_launcher() -> TestResult {
+    scenarios::survives_the_caller("process", &Launcher::process("restarted"))
 }
 
 #[test]
@@ -143,24 +104,6 @@ fn exit_code_is_reported_to_the_parent() -> TestResult {
     let adopted = Launcher::process("restarted").adopt(&spec.state_dir)?;
     assert_eq!(launcher.status(&adopted)?, Status::Exited { code: Some(3) });
     launcher.stop(&adopted, Duration::from_secs(1))?;
-    Ok(())
-}
-
-#[test]
-fn survives_the_caller_and_is_adopted_by_a_new_launcher() -> TestResult {
-    let fixture = Fixture::new()?;
-    let port = free_port()?;
-    let state = start_from_child(&fixture, "process", port)?;
-    let launcher = Launcher::process("restarted");
-    let workload = Started::new(&launcher, launcher.adopt(&state)?);
-    let pid = running_pid(&launcher, &workload)?;
-    let body = get_when_up(|| std::net::TcpStream::connect(("127.0.0.1", port)))?;
-    assert_eq!(body.trim(), "child");
-    let (parent, pipes) = parent_and_pipes(pid)?;
-    assert_ne!(parent, std::process::id());
-    assert!(pipes.is_empty(), "pipes to a caller: {pipes:?}");
-    launcher.stop(&workload, Duration::from_secs(5))?;
-    assert_eq!(launcher.status(&workload)?, Status::Missing);
     Ok(())
 }
 
