@@ -47,7 +47,10 @@ STACK = {
             "config": {
                 "type": "worker",
                 "id": "api",
+                "permissions": "execution",
                 "code": {"type": "image", "image": "localhost:8080/artifacts/default:api-1"},
+                "links": [],
+                "triggers": [],
             },
             "lifecycle": "live",
             "dependencies": [],

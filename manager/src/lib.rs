@@ -19,7 +19,6 @@ mod routes;
 mod server;
 mod services;
 mod signing_key;
-mod stack;
 mod start_error;
 mod state;
 mod store;

@@ -277,7 +277,12 @@ async fn an_agent_registers_reports_and_receives_a_release() {
     );
 
     let release = json!({"projectId": "default", "stack": {"kubernetes": {"id": "app", "resources": {
-        "api": {"config": {"type": "container", "id": "api"}, "lifecycle": "live"}}}}});
+        "api": {"config": {"type": "container", "id": "api", "permissions": "execution",
+                           "code": {"type": "image", "image": "localhost/artifacts/default:api"},
+                           "links": [], "ports": [{"port": 8080}],
+                           "cpu": {"min": "0.1", "desired": "0.1"},
+                           "memory": {"min": "64Mi", "desired": "64Mi"}},
+                "lifecycle": "live", "dependencies": []}}}}});
     let (status, created) = call("POST", "/v1/releases", &admin, release).await;
     assert_eq!(status, 201, "{created}");
     let release_id = json(&created)["id"].as_str().expect("id").to_owned();

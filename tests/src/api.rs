@@ -54,7 +54,10 @@ pub fn stack() -> Value {
                 "config": {
                     "type": "worker",
                     "id": "api",
-                    "code": {"type": "image", "image": "localhost:8080/artifacts/default:api-1"}
+                    "permissions": "execution",
+                    "code": {"type": "image", "image": "localhost:8080/artifacts/default:api-1"},
+                    "links": [],
+                    "triggers": []
                 },
                 "lifecycle": "live",
                 "dependencies": []

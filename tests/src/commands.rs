@@ -13,18 +13,32 @@ use serde_json::{Value, json};
 
 use crate::api::{Api, Deployment, Group, NewDeployment, Request, base64, string};
 
-/// A stack whose resources are `(id, type, commandsEnabled)`, in that order.
+/// A stack whose resources are `(id, type, commandsEnabled)`, in that order. Only workers,
+/// containers and daemons have commands: other types get no `commandsEnabled`.
 pub fn stack_with(resources: &[(&str, &str, bool)]) -> Value {
     let resources: serde_json::Map<String, Value> = resources
         .iter()
         .map(|(id, kind, enabled)| {
+            let mut config = json!({"type": kind, "id": id});
+            let workload = matches!(*kind, "worker" | "container" | "daemon");
+            if workload {
+                config["permissions"] = json!("execution");
+                config["links"] = json!([]);
+                config["commandsEnabled"] = json!(enabled);
+                config["code"] = json!({"type": "image", "image": "localhost/artifacts/default:x"});
+            }
+            if *kind == "worker" {
+                config["triggers"] = json!([]);
+            }
+            if *kind == "container" {
+                config["ports"] = json!([{"port": 8080}]);
+                config["cpu"] = json!({"min": "0.1", "desired": "0.1"});
+                config["memory"] = json!({"min": "64Mi", "desired": "64Mi"});
+            }
+            let lifecycle = if workload { "live" } else { "frozen" };
             (
                 (*id).to_owned(),
-                json!({
-                    "config": {"type": kind, "id": id, "commandsEnabled": enabled,
-                               "code": {"type": "image", "image": "localhost/artifacts/default:x"}},
-                    "lifecycle": "live", "dependencies": []
-                }),
+                json!({"config": config, "lifecycle": lifecycle, "dependencies": []}),
             )
         })
         .collect();

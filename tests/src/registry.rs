@@ -735,7 +735,8 @@ pub fn create_release_with_images(api: &Api, images: &[&str]) -> Value {
         .map(|(i, image)| {
             let id = format!("worker{i}");
             let resource = json!({
-                "config": {"type": "worker", "id": id, "code": {"type": "image", "image": image}},
+                "config": {"type": "worker", "id": id, "permissions": "execution", "links": [],
+                           "triggers": [], "code": {"type": "image", "image": image}},
                 "lifecycle": "live",
                 "dependencies": [],
             });

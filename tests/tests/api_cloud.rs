@@ -18,13 +18,16 @@ fn cloud_stack() -> Value {
                 "config": {
                     "type": "worker",
                     "id": "api",
-                    "code": {"type": "image", "image": "localhost:8080/artifacts/default:api-1"}
+                    "permissions": "execution",
+                    "code": {"type": "image", "image": "localhost:8080/artifacts/default:api-1"},
+                    "links": [],
+                    "triggers": []
                 },
                 "lifecycle": "live",
                 "dependencies": [{"type": "service-account", "id": "api-sa"}]
             },
             "api-sa": {
-                "config": {"type": "service-account", "id": "api-sa"},
+                "config": {"type": "service-account", "id": "api-sa", "stackPermissionSets": []},
                 "lifecycle": "frozen",
                 "dependencies": []
             },

@@ -432,6 +432,37 @@ fn the_deployment_model_follows_the_platform() {
     }
 }
 
+/// Settings at their defaults are stored, and answered, as absent; others as given.
+#[test]
+fn default_valued_stack_settings_are_omitted() {
+    let api = Api::start();
+    let group = api.create_group();
+    let cases = [
+        (
+            json!({"updates": "auto", "telemetry": "auto", "heartbeats": "on", "deploymentModel": "push"}),
+            json!({}),
+        ),
+        (
+            json!({"updates": "approval-required", "telemetry": "off", "heartbeats": "off"}),
+            json!({"updates": "approval-required", "telemetry": "off", "heartbeats": "off"}),
+        ),
+        (
+            json!({"telemetry": "approval-required", "heartbeats": "on"}),
+            json!({"telemetry": "approval-required"}),
+        ),
+    ];
+    for (settings, want) in cases {
+        let body = json!({"name": unique("s"), "platform": "local", "deploymentGroupId": group.id,
+                          "stackSettings": settings});
+        let request = Request::post("/v1/deployments", body).auth(api.admin());
+        let created = api.expect(&request, 201);
+        assert_eq!(created["deployment"]["stackSettings"], want, "{request}");
+        let id = string(&created["deployment"], "id");
+        let got = api.deployment(&id);
+        assert_eq!(got["stackSettings"], want, "{request}: read back");
+    }
+}
+
 fn pull_refused(platform: &str) -> String {
     format!("{platform} deployments must use deploymentModel 'push', received 'pull'")
 }

@@ -1,7 +1,9 @@
 //! Releases (docs/compatibility.md, Releases, groups and deployments): creation, reading, and
 //! what a new release does to the deployments.
 
-use e2e::api::{Api, NewDeployment, Request, STATUSES, keys, release_body, stack, state, string};
+use e2e::api::{
+    Api, Body, NewDeployment, Request, STATUSES, keys, release_body, stack, state, string,
+};
 use serde_json::{Value, json};
 
 fn is_release_id(id: &str) -> bool {
@@ -161,6 +163,130 @@ fn invalid_stacks_are_400_bad_request() {
         json!({"items": []}),
         "a refused release is not stored"
     );
+}
+
+/// A stack the engine could not deploy is refused as the public manager refuses it: 400 and
+/// `Invalid stack format for {platform}: {reason}`, and nothing is stored.
+#[test]
+fn a_stack_the_engine_could_not_deploy_is_400_with_the_reason() {
+    let api = Api::start();
+    let config = |change: fn(&mut Value)| {
+        let mut stack = stack();
+        change(&mut stack["resources"]["api"]["config"]);
+        stack
+    };
+    let entry = |change: fn(&mut Value)| {
+        let mut stack = stack();
+        change(&mut stack["resources"]["api"]);
+        stack
+    };
+    let cases = [
+        (
+            config(|c| remove(c, "links")),
+            "Invalid stack format for local: missing field `links`",
+        ),
+        (
+            config(|c| remove(c, "triggers")),
+            "Invalid stack format for local: missing field `triggers`",
+        ),
+        (
+            entry(|e| remove(e, "dependencies")),
+            "Invalid stack format for local: missing field `dependencies`",
+        ),
+        (
+            config(|c| c["memoryMB"] = json!(256)),
+            "Invalid stack format for local: unknown field `memoryMB`",
+        ),
+        (
+            config(|c| c["timeoutSeconds"] = json!(3601)),
+            "Invalid stack format for local: timeoutSeconds must be between 1 and 3600, got 3601",
+        ),
+        (
+            entry(|e| e["lifecycle"] = json!("frozen")),
+            "Invalid stack format for local: resource `api` of type `worker` must be `live`, found `frozen`",
+        ),
+    ];
+    for (local, message) in cases {
+        let request = Request::post(
+            "/v1/releases",
+            json!({"projectId": "default", "stack": {"local": local}}),
+        )
+        .auth(api.admin());
+        let body = api.expect_error(&request, 400, "BAD_REQUEST");
+        let got = body["message"].as_str().unwrap_or("");
+        // serde goes on to list the expected fields after an unknown one.
+        let exact = got == message || got.starts_with(&format!("{message}, expected one of"));
+        assert!(exact, "{request}: want {message:?}, got {got:?}");
+    }
+    let list = api.expect(&Request::get("/v1/releases").auth(api.admin()), 200);
+    assert_eq!(list, json!({"items": []}), "nothing is stored");
+}
+
+/// The stack is stored and answered as parsed: every default filled in, for each platform.
+#[test]
+fn a_release_answers_its_stack_with_the_defaults_filled_in() {
+    let api = Api::start();
+    let release = api.create_release(&["local", "aws"]);
+    let mut want = stack();
+    let config = &mut want["resources"]["api"]["config"];
+    for (key, value) in [
+        ("memoryMb", json!(512)),
+        ("timeoutSeconds", json!(180)),
+        ("environment", json!({})),
+        ("commandsEnabled", json!(false)),
+        ("concurrencyLimit", json!(null)),
+        ("readinessProbe", json!(null)),
+    ] {
+        config[key] = value;
+    }
+    want["resources"]["api"]["remoteAccess"] = json!(false);
+    want["permissions"]["management"] = json!("auto");
+    assert_eq!(release["stack"], json!({"local": want, "aws": want}));
+    let id = string(&release, "id");
+    let got = api.expect(
+        &Request::get(format!("/v1/releases/{id}")).auth(api.admin()),
+        200,
+    );
+    assert_eq!(got, release, "read back as answered");
+}
+
+/// Resources come back in the order the client declared them, which decides command targets.
+#[test]
+fn a_release_keeps_the_declared_order_of_resources() {
+    let api = Api::start();
+    let resource = |id: &str| {
+        format!(
+            r#""{id}": {{"config": {{"type": "kv", "id": "{id}"}}, "lifecycle": "frozen", "dependencies": []}}"#
+        )
+    };
+    let ids = ["zeta", "alpha", "mid"];
+    let resources: Vec<String> = ids.iter().map(|id| resource(id)).collect();
+    let body = format!(
+        r#"{{"projectId": "default", "stack": {{"local": {{"id": "app", "resources": {{{}}}}}}}}}"#,
+        resources.join(", ")
+    );
+    let request = Request::new(
+        "POST",
+        "/v1/releases",
+        Body::Raw {
+            content_type: Some("application/json".to_owned()),
+            bytes: body.into_bytes(),
+        },
+    )
+    .auth(api.admin());
+    let reply = api.send(&request);
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let positions: Vec<usize> = ids
+        .iter()
+        .map(|id| reply.body.find(&format!("\"{id}\":")).unwrap_or(usize::MAX))
+        .collect();
+    assert!(positions.is_sorted(), "{}", reply.body);
+}
+
+fn remove(value: &mut Value, key: &str) {
+    if let Some(object) = value.as_object_mut() {
+        object.remove(key);
+    }
 }
 
 #[test]

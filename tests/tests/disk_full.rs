@@ -157,7 +157,7 @@ fn assert_recovers(api: &Api) {
 /// A release too large for what is left of the disk, but well within the body limit.
 fn big_release() -> Value {
     let mut body = release_body(&["local"]);
-    body["stack"]["local"]["resources"]["api"]["config"]["padding"] =
+    body["stack"]["local"]["resources"]["api"]["config"]["environment"]["PADDING"] =
         json!("p".repeat(3 * MIB as usize / 2));
     body
 }

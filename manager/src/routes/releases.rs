@@ -3,18 +3,20 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::Value;
+use serde_json::value::RawValue;
+use stack::Stack;
 
 use crate::Error;
 use crate::auth::{Caller, Subject};
 use crate::authz::{Op, Target, authorize};
 use crate::extract::{JsonBody, PathParams};
+use crate::ids;
 use crate::state::AppState;
 use crate::store::{deployments, releases};
 use crate::wire::releases::{
     CreateReleaseRequest, Empty, GitMetadata, ListReleasesResponse, ReleaseResponse,
+    StackByPlatform,
 };
-use crate::{ids, stack};
 
 /// `latest` as the id of the release that is not there.
 const LATEST: &str = "latest";
@@ -30,13 +32,16 @@ pub async fn create(
     if present.is_empty() {
         return Err(Error::BadRequest("No platform stack provided".to_owned()));
     }
-    for (platform, raw) in &present {
-        let parsed: Value = serde_json::from_str(raw.get())?;
-        stack::validate(&parsed).map_err(|reason| {
+    // Stored as parsed, defaults filled in: what the engine will deploy, and what the public
+    // manager answers.
+    let mut parsed = StackByPlatform::default();
+    for (platform, raw) in present {
+        let stack = Stack::parse(raw.get()).map_err(|reason| {
             Error::BadRequest(format!("Invalid stack format for {platform}: {reason}"))
         })?;
+        *parsed.slot_mut(platform) = Some(RawValue::from_string(serde_json::to_string(&stack)?)?);
     }
-    let stack = serde_json::to_string(&request.stack)?;
+    let stack = serde_json::to_string(&parsed)?;
     let git = request.git_metadata.unwrap_or_default();
     let id = ids::release()?;
     let release = state

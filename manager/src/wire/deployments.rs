@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use super::{DeploymentModel, Platform};
 
 /// Deployment settings as the engine types them. Unknown keys are dropped, as the public
-/// manager's typed parse drops them; a push model is stored as the absent default.
+/// manager's typed parse drops them; a push model is stored as the absent default, and so are
+/// `updates: auto`, `telemetry: auto` and `heartbeats: on`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StackSettings {
@@ -25,35 +26,42 @@ pub struct StackSettings {
     pub public_endpoints: Option<BTreeMap<String, BTreeMap<String, String>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment_model: Option<DeploymentModel>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub updates: Option<UpdatesMode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub telemetry: Option<TelemetryMode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeats: Option<HeartbeatsMode>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub updates: UpdatesMode,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub telemetry: TelemetryMode,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub heartbeats: HeartbeatsMode,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_bindings: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpdatesMode {
+    #[default]
     Auto,
     ApprovalRequired,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TelemetryMode {
     Off,
+    #[default]
     Auto,
     ApprovalRequired,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeartbeatsMode {
     Off,
+    #[default]
     On,
 }
 

@@ -15,8 +15,9 @@ pub struct CreateReleaseRequest {
     pub git_metadata: Option<GitMetadata>,
 }
 
-/// One stack per platform, kept as the client's text: resources are ordered as declared, and
-/// that order decides command targets. A `null` platform is absent; other keys are ignored.
+/// One stack per platform, as JSON text: the client's on the way in, the parsed stack with its
+/// defaults filled in once stored. Resources keep their declared order, which decides command
+/// targets. A `null` platform is absent; other keys are ignored.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StackByPlatform {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,6 +51,19 @@ impl StackByPlatform {
         .into_iter()
         .filter_map(|(platform, stack)| stack.as_deref().map(|stack| (platform, stack)))
         .collect()
+    }
+
+    /// Where `platform`'s stack goes.
+    pub fn slot_mut(&mut self, platform: Platform) -> &mut Option<Box<RawValue>> {
+        match platform {
+            Platform::Aws => &mut self.aws,
+            Platform::Gcp => &mut self.gcp,
+            Platform::Azure => &mut self.azure,
+            Platform::Kubernetes => &mut self.kubernetes,
+            Platform::Machines => &mut self.machines,
+            Platform::Local => &mut self.local,
+            Platform::Test => &mut self.test,
+        }
     }
 }
 
