@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use crate::config::DeploymentConfig;
 use crate::env;
 use crate::platform::{Applied, Platform, ResourceContext, ResourceError};
-use crate::prepared::{self, Stack, is_compute};
+use crate::prepared;
+use stack::{ResourceEntry, Stack};
 use crate::state::{DeploymentState, Lifecycle, ResourceState, ResourceStatus, StackState, Status};
 
 /// Resources stepped at once.
@@ -254,14 +255,14 @@ fn desired<P: Platform>(
     platform: &P,
     deployment_id: &str,
     id: &str,
-    entry: &prepared::Entry,
+    entry: &ResourceEntry,
     config: &DeploymentConfig,
 ) -> ResourceState {
-    let kind = entry.kind().to_owned();
-    let mut resource_config = entry.config.clone();
-    if is_compute(&kind) {
-        let injected = env::for_resource(deployment_id, config, id, &kind, &entry.config);
-        resource_config = env::with_environment(&entry.config, &injected.plain);
+    let kind = entry.config.kind().to_owned();
+    let mut resource_config = serde_json::to_value(&entry.config).unwrap_or(Value::Null);
+    if entry.config.is_compute() {
+        let injected = env::for_resource(deployment_id, config, id, &kind, &resource_config);
+        resource_config = env::with_environment(&resource_config, &injected.plain);
     }
     ResourceState {
         kind,
@@ -632,7 +633,7 @@ fn context<P: Platform>(
             bindings.insert(binding_name(&link.id), binding.to_string());
         }
     }
-    let secrets = if is_compute(&kind) {
+    let secrets = if matches!(kind.as_str(), "worker" | "container" | "daemon") {
         env::for_resource(deployment_id, config, id, &kind, &resource_config).secrets
     } else {
         BTreeMap::new()

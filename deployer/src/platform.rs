@@ -8,7 +8,7 @@ use std::future::Future;
 use serde_json::{Value, json};
 
 use crate::config::DeploymentConfig;
-use crate::prepared::Stack;
+use stack::Stack;
 use crate::state::ResourceState;
 
 /// One resource as a driver sees it.

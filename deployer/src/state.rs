@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+pub use stack::{Lifecycle, ResourceRef};
 
 /// A deployment's status, kebab-case on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -217,18 +218,4 @@ impl ResourceStatus {
     pub fn failed_from(self) -> ResourceStatus {
         self.failed()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Lifecycle {
-    Frozen,
-    Live,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ResourceRef {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub id: String,
 }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::platform::{Applied, Platform, ResourceContext, ResourceError};
-use crate::prepared::{self, Stack};
+use crate::prepared;
+use stack::Stack;
 use crate::state::ResourceState;
 
 /// Local resources whose state is a directory, and the directory's name under the
