@@ -155,5 +155,6 @@ where
         });
     }
     drop(listener);
+    println!("stopping on a signal: finishing the requests in flight");
     graceful.shutdown().await;
 }

@@ -48,12 +48,21 @@ pub enum Port {
     Transport,
 }
 
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Port::Grpc => "gRPC",
+            Port::Transport => "transport",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("invalid runtime config: {reason}")]
     Config { reason: String },
     /// The caller may pick another port and start again.
-    #[error("cannot bind the {which:?} port {port} on 127.0.0.1: {source}")]
+    #[error("cannot bind the {which} port {port} on 127.0.0.1: {source}")]
     Bind {
         which: Port,
         port: u16,
