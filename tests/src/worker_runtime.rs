@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::capture::{Invocation, Stream};
+use crate::server::free_port;
 use crate::wait_for;
 
 /// A program of the `test-workloads` package, built next to `alien`.
@@ -23,14 +24,6 @@ pub fn workload(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The variable set in the runtime's own environment that must not reach the app.
@@ -205,6 +198,52 @@ pub fn exchange(
         .collect();
     let body = response.into_body().read_to_vec().expect("body");
     (status, headers, body)
+}
+
+/// The OCI runtime the bundle test runs, installed by `.ci/run`.
+pub const RUNC: &str = "/usr/sbin/runc";
+
+/// An OCI bundle in `dir` whose container runs `program` with `args` and `env`: the rootfs
+/// holds the program and the shared libraries `ldd` names, read-only; the container keeps
+/// the host's network namespace so the loopback contract of the runtime protocol holds.
+pub fn oci_bundle(dir: &Path, program: &Path, args: &[&str], env: &[&str]) -> PathBuf {
+    let bundle = dir.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs).expect("rootfs");
+    std::fs::copy(program, rootfs.join("app")).expect("copy the program");
+    let ldd = std::process::Command::new("ldd")
+        .arg(program)
+        .output()
+        .expect("run ldd");
+    for library in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+    {
+        let inside = rootfs.join(library.trim_start_matches('/'));
+        std::fs::create_dir_all(inside.parent().expect("a directory")).expect("library dir");
+        std::fs::copy(library, &inside).expect("copy a library");
+    }
+    let spec = std::process::Command::new(RUNC)
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .status()
+        .expect("runc spec");
+    assert!(spec.success(), "runc spec failed");
+    let path = bundle.join("config.json");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("JSON");
+    let mut argv = vec!["/app"];
+    argv.extend_from_slice(args);
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] = json!(argv);
+    config["process"]["env"] = json!(env);
+    config["root"] = json!({"path": "rootfs", "readonly": true});
+    let namespaces = config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces");
+    namespaces.retain(|namespace| namespace["type"] != "network");
+    std::fs::write(&path, config.to_string()).expect("write config.json");
+    bundle
 }
 
 /// A request the [`Sink`] received.

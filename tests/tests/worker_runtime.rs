@@ -327,3 +327,61 @@ fn a_taken_port_is_its_own_exit_status() {
         runtime.stderr.text()
     );
 }
+
+#[test]
+fn a_worker_in_an_oci_bundle_is_served_and_stopped() {
+    assert!(
+        e2e::server::running_as_root(),
+        "runc runs containers as root here: run the suite as root, as CI does"
+    );
+    assert!(
+        std::path::Path::new(e2e::worker_runtime::RUNC).exists(),
+        "runc is missing: install it as .ci/run does"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = e2e::worker_runtime::oci_bundle(
+        dir.path(),
+        &workload("alien-test-worker"),
+        &["--version", "oci"],
+        &["FOO=bar", "ALIEN_COMMANDS_TOKEN=must-not-reach-the-app"],
+    );
+    let id = format!("alien-test-{}", std::process::id());
+    let app = json!({"ociBundle": {
+        "runtime": e2e::worker_runtime::RUNC, "bundle": bundle, "containerId": id
+    }});
+    let config = Runtime::config(dir.path(), app, Some(TOKEN));
+    let mut runtime = Runtime::start_in(dir, &config);
+    runtime.wait_ready();
+
+    let (status, _, body) = exchange("GET", &runtime.url("/"), &[], vec![]);
+    assert_eq!((status, body.as_slice()), (200, b"oci".as_slice()));
+    let (_, _, env) = exchange("GET", &runtime.url("/env"), &[], vec![]);
+    let env: BTreeMap<String, String> = serde_json::from_slice(&env).expect("env JSON");
+    let address = format!("127.0.0.1:{}", runtime.grpc_port);
+    assert_eq!(env.get("ALIEN_WORKER_GRPC_ADDRESS"), Some(&address));
+    assert_eq!(env.get("FOO").map(String::as_str), Some("bar"));
+    assert!(!env.contains_key("ALIEN_COMMANDS_TOKEN"), "{env:?}");
+    assert!(!env.contains_key(MARKER.0), "{env:?}");
+
+    let sink = Sink::start(Duration::ZERO);
+    assert_eq!(
+        push_envelope(&runtime, &envelope(&sink, "cmd_oci", "echo", b"[1]")),
+        202
+    );
+    let (_, body) = submitted(&sink);
+    assert_eq!(body["status"], "success", "{body}");
+
+    assert_eq!(runtime.terminate(Duration::from_secs(15)), Some(0));
+    assert!(
+        runtime
+            .app_stdout()
+            .contains("stopping on a signal: finishing the requests in flight"),
+        "the container got SIGTERM: {:?}",
+        runtime.app_stdout()
+    );
+    let state = std::process::Command::new(e2e::worker_runtime::RUNC)
+        .args(["state", &id])
+        .output()
+        .expect("runc state");
+    assert!(!state.status.success(), "the container was deleted");
+}
