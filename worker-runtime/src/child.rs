@@ -255,3 +255,34 @@ fn write_bundle_env(bundle: &Path, grpc_port: u16) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(&spec).map_err(io::Error::other)?;
     crate::state::write_atomically(&path, &bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_env_is_the_given_one_with_the_protocol_s_variables() {
+        let given = BTreeMap::from([
+            ("FOO".to_owned(), "bar".to_owned()),
+            ("PORT".to_owned(), "8080".to_owned()),
+            ("ALIEN_COMMANDS_TOKEN".to_owned(), "secret".to_owned()),
+            ("ALIEN_BINDINGS_MODE".to_owned(), "grpc".to_owned()),
+            ("ALIEN_RUNTIME_SECRETS".to_owned(), "{}".to_owned()),
+            ("ALIEN_TRANSPORT".to_owned(), "http".to_owned()),
+        ]);
+        let env = app_env(&given, 4242);
+        let expected = BTreeMap::from([
+            ("FOO".to_owned(), "bar".to_owned()),
+            (
+                "ALIEN_WORKER_GRPC_ADDRESS".to_owned(),
+                "127.0.0.1:4242".to_owned(),
+            ),
+            (
+                "ALIEN_BINDINGS_GRPC_ADDRESS".to_owned(),
+                "127.0.0.1:4242".to_owned(),
+            ),
+            ("ALIEN_TRANSPORT".to_owned(), "local".to_owned()),
+        ]);
+        assert_eq!(env, expected);
+    }
+}

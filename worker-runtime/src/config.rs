@@ -149,3 +149,54 @@ impl RuntimeConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn config(overrides: serde_json::Value) -> serde_json::Value {
+        let mut base = json!({
+            "workerId": "api", "deploymentId": "dep_1", "timeoutSeconds": 300,
+            "grpcPort": 41001, "transportPort": 41002, "commandsToken": "secret-token",
+            "app": {"ociBundle": {"runtime": "/usr/sbin/runc", "bundle": "/b", "containerId": "c"}},
+            "stdout": "/o", "stderr": "/e", "stateFile": "/s"
+        });
+        for (key, value) in overrides.as_object().into_iter().flatten() {
+            base[key] = value.clone();
+        }
+        base
+    }
+
+    fn parse(value: serde_json::Value) -> Result<RuntimeConfig, String> {
+        let config: RuntimeConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        config.check().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_caller_s_json_is_read_and_checked() {
+        let parsed = parse(config(json!({}))).expect("a valid config");
+        assert!(matches!(parsed.app, App::OciBundle { .. }));
+        let process = json!({"process": {"argv": ["/app"], "cwd": "/"}});
+        assert!(parse(config(json!({"app": process}))).is_ok());
+        for bad in [
+            json!({"timeoutSeconds": 0}),
+            json!({"timeoutSeconds": 3601}),
+            json!({"commandsToken": "  "}),
+            json!({"transportPort": 41001}),
+            json!({"workerId": ""}),
+            json!({"app": {"process": {"argv": [], "cwd": "/"}}}),
+            json!({"unknownField": true}),
+        ] {
+            assert!(parse(config(bad.clone())).is_err(), "{bad} is refused");
+        }
+    }
+
+    #[test]
+    fn the_token_never_appears_in_debug_output() {
+        let parsed = parse(config(json!({}))).expect("a valid config");
+        assert!(!format!("{parsed:?}").contains("secret-token"));
+    }
+}
