@@ -32,6 +32,10 @@ pub enum Command {
     /// Run one daemon in the foreground (what `alien serve` starts; also for systemd units).
     #[command(hide = true)]
     Daemon(DaemonArgs),
+    /// Run one worker's runtime in the foreground (what deployd starts for each worker
+    /// version): the app, its gRPC runtime protocol and its transport port.
+    #[command(hide = true)]
+    WorkerRuntime(WorkerRuntimeArgs),
 }
 
 /// Where the configuration comes from; shared by every subcommand.
@@ -104,6 +108,16 @@ pub struct DaemonArgs {
     /// (manager) An inherited, listening TCP socket to serve on instead of binding one
     #[arg(long, value_name = "FD")]
     pub listen_fd: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerRuntimeArgs {
+    /// The runtime's JSON config, written by the caller (mode 0600: it holds a secret)
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Format of log lines on stderr
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

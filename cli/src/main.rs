@@ -6,6 +6,7 @@ mod args;
 mod daemon;
 mod health;
 mod serve;
+mod worker_runtime;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         args::Command::Serve(args) => serve::run(args),
         args::Command::Health(args) => health::run(args),
         args::Command::Daemon(args) => daemon::run(args),
+        args::Command::WorkerRuntime(args) => worker_runtime::run(args),
     }
 }
 

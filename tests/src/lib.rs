@@ -52,3 +52,4 @@ pub mod commands;
 pub mod registry;
 pub mod small_disk;
 pub mod telemetry;
+pub mod worker_runtime;
