@@ -219,6 +219,9 @@ fn prepare(config: &RuntimeConfig) -> io::Result<Prepared> {
                 .env("PATH", RUNTIME_PATH);
             (command, Some((runtime.clone(), container_id.clone())))
         }
+        App::External => {
+            return Err(io::Error::other("the caller starts an external app"));
+        }
     };
     Ok(Prepared {
         command,

@@ -77,6 +77,11 @@ pub enum App {
         bundle: PathBuf,
         container_id: String,
     },
+    /// Started by the caller once the runtime's ports are bound (the state file says so),
+    /// with the protocol's variables ([`crate::app_env`]): deployd runs the app detached, so
+    /// that the app and the runtime each outlive the other's caller. The runtime then never
+    /// exits by itself, and leaves stopping the app to the caller.
+    External,
 }
 
 impl std::fmt::Debug for App {
@@ -98,6 +103,7 @@ impl std::fmt::Debug for App {
                 .field("bundle", bundle)
                 .field("container_id", container_id)
                 .finish(),
+            App::External => f.write_str("External"),
         }
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use child::app_env;
 pub use config::{App, RuntimeConfig};
 pub use state::RuntimeState;
 
@@ -130,23 +131,28 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
     let proxy = Arc::new(Proxy::new(hub.clone(), commands.clone(), stopping.clone()));
     let proxy = tokio::spawn(proxy.serve(transport_listener));
 
-    let mut app = match AppProcess::spawn(&config).await {
-        Ok(app) => app,
-        Err(error) => {
-            stopping.cancel();
-            grpc_stop.cancel();
-            return Err(error);
-        }
+    let mut app = match &config.app {
+        App::External => None,
+        _ => match AppProcess::spawn(&config).await {
+            Ok(app) => Some(app),
+            Err(error) => {
+                stopping.cancel();
+                grpc_stop.cancel();
+                return Err(error);
+            }
+        },
     };
-    tracing::info!(
-        worker_id = config.worker_id,
-        pid = app.pid(),
-        grpc_port = config.grpc_port,
-        transport_port = config.transport_port,
-        "the app started"
-    );
-    state.child_pid = Some(app.pid());
-    write_state(&config.state_file, state.clone()).await?;
+    if let Some(app) = &app {
+        tracing::info!(
+            worker_id = config.worker_id,
+            pid = app.pid(),
+            grpc_port = config.grpc_port,
+            transport_port = config.transport_port,
+            "the app started"
+        );
+        state.child_pid = Some(app.pid());
+        write_state(&config.state_file, state.clone()).await?;
+    }
 
     let readiness = {
         let hub = hub.clone();
@@ -165,7 +171,7 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
 
     let outcome = tokio::select! {
         () = shutdown.cancelled() => None,
-        status = app.exited() => Some(status),
+        status = exited(&mut app) => Some(status),
     };
     readiness.abort();
     stopping.cancel();
@@ -191,7 +197,9 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
             if tokio::time::timeout(DRAIN_WAIT, drained).await.is_err() {
                 tracing::info!("wait-until tasks still counted after the drain wait");
             }
-            app.stop(STOP_GRACE).await;
+            if let Some(app) = app {
+                app.stop(STOP_GRACE).await;
+            }
             Ok(())
         }
     };
@@ -199,6 +207,14 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
     // Streams to an app that is gone end with its connections; do not wait on a stuck one.
     let _ = tokio::time::timeout(Duration::from_secs(1), grpc).await;
     result
+}
+
+/// Resolves when the app the runtime started exits; never for an app the caller runs.
+async fn exited(app: &mut Option<AppProcess>) -> std::io::Result<std::process::ExitStatus> {
+    match app {
+        Some(app) => app.exited().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn wait_logging(event: impl std::future::Future<Output = ()>, what: &str) {
