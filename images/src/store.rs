@@ -267,19 +267,19 @@ impl ImageStore {
     }
 
     /// Downloads and applies each layer in turn into `<work>/rootfs`.
-    fn build(
-        &self,
-        session: &mut Session<'_>,
-        work: &Path,
-        layers: &[(Digest, u64, Compression)],
-    ) -> Result<()> {
+    fn build(&self, session: &mut Session<'_>, work: &Path, layers: &[LayerBlob]) -> Result<()> {
         let rootfs = work.join(ROOTFS_DIR);
         fs::create_dir(&rootfs).context(|| format!("creating {}", rootfs.display()))?;
         fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .context(|| format!("setting the mode of {}", rootfs.display()))?;
         let mut unpacker = Unpacker::new(rootfs);
         let download = work.join("layer");
-        for (digest, size, compression) in layers {
+        for LayerBlob {
+            digest,
+            size,
+            compression,
+        } in layers
+        {
             let mut file =
                 File::create(&download).context(|| format!("creating {}", download.display()))?;
             session.blob(digest, *size, &mut file)?;
@@ -377,11 +377,16 @@ fn parse_document(what: &str, bytes: &[u8], media_type: &str) -> Result<Document
     Ok(document)
 }
 
-/// The config descriptor and the layers (digest, size, compression) of an image manifest.
-fn image_parts(
-    digest: &Digest,
-    document: Document,
-) -> Result<(Descriptor, Vec<(Digest, u64, Compression)>)> {
+/// A layer as its manifest describes it.
+#[derive(Debug)]
+struct LayerBlob {
+    digest: Digest,
+    size: u64,
+    compression: Compression,
+}
+
+/// The config descriptor and the layers of an image manifest.
+fn image_parts(digest: &Digest, document: Document) -> Result<(Descriptor, Vec<LayerBlob>)> {
     let invalid = |reason: &str| Error::InvalidManifest {
         what: digest.to_string(),
         reason: reason.to_owned(),
@@ -402,7 +407,11 @@ fn image_parts(
                 media_type: layer.media_type.clone(),
             }
         })?;
-        layers.push((layer_digest, layer.size, compression));
+        layers.push(LayerBlob {
+            digest: layer_digest,
+            size: layer.size,
+            compression,
+        });
     }
     Ok((config, layers))
 }
