@@ -32,7 +32,7 @@ mod store;
 mod unpack;
 
 pub use error::{Error, Result};
-pub use manifest::ImageConfig;
+pub use manifest::{ImageConfig, host_architecture};
 pub use reference::Reference;
 pub use registry::Auth;
 pub use store::{Image, ImageStore, Options};

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use images::ImageConfig;
 use serde_json::{Value, json};
 
 use crate::registry::{OCI_CONFIG, OCI_MANIFEST, ToolRun, sha256, skopeo_copy};
@@ -195,49 +196,27 @@ impl Layer {
     }
 }
 
-/// The `config` of an image config: how it is run.
-#[derive(Debug, Clone, Default)]
-pub struct RunConfig {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub working_dir: String,
-    pub env: Vec<String>,
-    pub user: String,
-    pub exposed_ports: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-impl RunConfig {
-    fn to_json(&self, diff_ids: &[String]) -> Value {
-        let ports: serde_json::Map<String, Value> = self
-            .exposed_ports
-            .iter()
-            .map(|p| (p.clone(), json!({})))
-            .collect();
-        json!({
-            "architecture": host_architecture(),
-            "os": "linux",
-            "config": {
-                "Entrypoint": self.entrypoint,
-                "Cmd": self.cmd,
-                "WorkingDir": self.working_dir,
-                "Env": self.env,
-                "User": self.user,
-                "ExposedPorts": ports,
-                "Labels": self.labels,
-            },
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        })
-    }
-}
-
-/// The OCI architecture name of this machine.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+/// The image config blob of an image run as `run` says, whose layers' tars have `diff_ids`.
+fn config_json(run: &ImageConfig, diff_ids: &[String]) -> Value {
+    let ports: serde_json::Map<String, Value> = run
+        .exposed_ports
+        .iter()
+        .map(|p| (p.clone(), json!({})))
+        .collect();
+    json!({
+        "architecture": images::host_architecture(),
+        "os": "linux",
+        "config": {
+            "Entrypoint": run.entrypoint,
+            "Cmd": run.cmd,
+            "WorkingDir": run.working_dir,
+            "Env": run.env,
+            "User": run.user,
+            "ExposedPorts": ports,
+            "Labels": run.labels,
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    })
 }
 
 /// A blob and its descriptor's fields.
@@ -271,13 +250,16 @@ pub struct OciImage {
 }
 
 impl OciImage {
-    pub fn build(layers: &[Layer], run: &RunConfig) -> OciImage {
+    pub fn build(layers: &[Layer], run: &ImageConfig) -> OciImage {
         let diff_ids: Vec<String> = layers.iter().map(|l| sha256(&l.tar())).collect();
         let layers: Vec<Blob> = layers
             .iter()
             .map(|l| Blob::new(l.compression.media_type(), l.blob()))
             .collect();
-        let config = Blob::new(OCI_CONFIG, run.to_json(&diff_ids).to_string().into_bytes());
+        let config = Blob::new(
+            OCI_CONFIG,
+            config_json(run, &diff_ids).to_string().into_bytes(),
+        );
         OciImage::assemble(config, layers)
     }
 

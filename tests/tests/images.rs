@@ -8,11 +8,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use e2e::api::{Api, NewDeployment};
-use e2e::images::{
-    Blob, Compression, Entry, Layer, OciImage, Route, RunConfig, StaticRegistry, TokenAuth,
-};
+use e2e::images::{Blob, Compression, Entry, Layer, OciImage, Route, StaticRegistry, TokenAuth};
 use e2e::registry::{Oci, REPOSITORY, create_release_with_images};
-use images::{Auth, Error, ImageStore};
+use images::{Auth, Error, ImageConfig, ImageStore};
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
@@ -48,8 +46,8 @@ fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
-fn version(n: u32) -> RunConfig {
-    RunConfig {
+fn version(n: u32) -> ImageConfig {
+    ImageConfig {
         entrypoint: vec!["/bin/tool".to_owned()],
         cmd: vec!["--serve".to_owned(), format!("v{n}")],
         working_dir: "/srv".to_owned(),
@@ -551,7 +549,7 @@ fn an_index_resolves_to_this_machines_platform() {
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": e2e::registry::OCI_INDEX,
-        "manifests": [entry(&theirs, "s390x"), entry(&ours, e2e::images::host_architecture())],
+        "manifests": [entry(&theirs, "s390x"), entry(&ours, images::host_architecture())],
     });
     let index = Blob::new(e2e::registry::OCI_INDEX, index.to_string().into_bytes());
     let mut routes = StaticRegistry::routes_of(&ours, "app", "ours");
