@@ -102,6 +102,24 @@ fn layered_image(n: u32) -> OciImage {
     OciImage::build(&[base, middle, top], &version(n))
 }
 
+/// Every path of [`layered_image`]'s root filesystem.
+const LAYERED_TREE: [&str; 14] = [
+    "bin",
+    "bin/tool",
+    "bin/tool-link",
+    "data",
+    "data/new",
+    "etc",
+    "etc/hostname-link",
+    "etc/keep",
+    "etc/link",
+    "readonly",
+    "readonly/first",
+    "readonly/second",
+    "srv",
+    "srv/version",
+];
+
 /// The store's image directories (`sha256/<hex>`) and its unfinished work (`tmp/*`).
 fn store_contents(root: &Path) -> (Vec<String>, Vec<String>) {
     let names = |dir: PathBuf| {
@@ -185,27 +203,7 @@ fn images_pushed_to_the_manager_unpack_into_cached_roots_with_every_entry_applie
     );
     // Whiteouts: a file, a directory, and an opaque directory that keeps only its own layer's
     // entries; no marker is left behind; the fifo is skipped.
-    let everything = tree(rootfs);
-    assert_eq!(
-        everything,
-        [
-            "bin",
-            "bin/tool",
-            "bin/tool-link",
-            "data",
-            "data/new",
-            "etc",
-            "etc/hostname-link",
-            "etc/keep",
-            "etc/link",
-            "readonly",
-            "readonly/first",
-            "readonly/second",
-            "srv",
-            "srv/version",
-        ],
-        "the root filesystem of v1"
-    );
+    assert_eq!(tree(rootfs), LAYERED_TREE, "the root filesystem of v1");
 
     // A re-pull reuses the root: what was added to it is still there.
     let sentinel = rootfs.join("srv/sentinel");
@@ -569,4 +567,100 @@ fn an_index_resolves_to_this_machines_platform() {
         .expect("pull the index");
     assert_eq!(pulled.digest, ours.digest());
     assert_eq!(read(&pulled.rootfs.join("arch")), "ours\n");
+}
+
+/// What [`store_as_the_unprivileged_user`] does: `pull <store> <reference>` or
+/// `remove-all <store>`.
+const CHILD_TASK: &str = "IMAGES_TEST_CHILD_TASK";
+const CHILD_TEST: &str = "store_as_the_unprivileged_user";
+
+/// Run by [`an_unprivileged_store_unpacks_and_removes_read_only_directories`] in a process
+/// of its own, as the unprivileged user.
+#[test]
+#[ignore = "run as the unprivileged user by an_unprivileged_store_unpacks_and_removes_read_only_directories"]
+fn store_as_the_unprivileged_user() {
+    let task = std::env::var(CHILD_TASK).expect("the task, from the parent test");
+    let words: Vec<&str> = task.split(' ').collect();
+    let store = ImageStore::open(Path::new(words[1])).expect("open the store");
+    match words[0] {
+        "pull" => {
+            let image = store.pull(words[2], &Auth::None).expect("pull");
+            println!("ROOTFS={}", image.rootfs.display());
+        }
+        "remove-all" => {
+            store.remove_unused(&[]).expect("remove every image");
+        }
+        other => panic!("unknown task {other}"),
+    }
+}
+
+/// Runs [`store_as_the_unprivileged_user`] with `task`, as the unprivileged user; its stdout.
+fn as_unprivileged_user(task: &str) -> String {
+    let prefix = e2e::server::unprivileged_prefix();
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(&exe);
+            command
+        }
+        None => std::process::Command::new(&exe),
+    };
+    command
+        .args([
+            "--exact",
+            CHILD_TEST,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_TASK, task);
+    let output = command.output().expect("run the child test");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{task}: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn an_unprivileged_store_unpacks_and_removes_read_only_directories() {
+    let image = layered_image(1);
+    let registry = StaticRegistry::serve(StaticRegistry::routes_of(&image, "app", "v1"), None);
+    let dir = e2e::server::temp_dir();
+    let root = dir.path().join("store");
+    std::fs::create_dir(&root).expect("create the store's directory");
+    let uid = if e2e::server::running_as_root() {
+        e2e::server::UNPRIVILEGED_UID
+    } else {
+        nix::unistd::getuid().as_raw()
+    };
+    std::os::unix::fs::chown(&root, Some(uid), Some(uid)).expect("give the store away");
+
+    let stdout = as_unprivileged_user(&format!(
+        "pull {} {}/app:v1",
+        root.display(),
+        registry.host()
+    ));
+    let rootfs = stdout
+        .lines()
+        .find_map(|line| line.split_once("ROOTFS=").map(|(_, path)| path))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no ROOTFS= in {stdout}"));
+    assert_eq!(tree(&rootfs), LAYERED_TREE);
+    assert_eq!(mode(&rootfs.join("readonly")), 0o555);
+    assert_eq!(mode(&rootfs.join("readonly/first")), 0o444);
+    assert_eq!(read(&rootfs.join("readonly/second")), "second\n");
+    for path in LAYERED_TREE {
+        let owner = std::fs::symlink_metadata(rootfs.join(path))
+            .expect(path)
+            .uid();
+        assert_eq!(owner, uid, "{path}: the store's user owns what it unpacked");
+    }
+
+    as_unprivileged_user(&format!("remove-all {}", root.display()));
+    assert_eq!(store_contents(&root), (vec![], vec![]));
 }
