@@ -154,20 +154,8 @@ impl Unpacker {
         let Some(hidden) = name.to_str().and_then(|n| n.strip_prefix(WHITEOUT_PREFIX)) else {
             return Ok(());
         };
-        let Some(dir) = self.resolve(parents, false)? else {
-            return Ok(());
-        };
         if name == OPAQUE_MARKER {
-            let dir_path = self.root.join(&dir);
-            if is_dir(&dir_path) {
-                for child in
-                    fs::read_dir(&dir_path).map_err(io_error("listing the opaque directory"))?
-                {
-                    let child = child.map_err(io_error("listing the opaque directory"))?;
-                    remove_any(&child.path()).map_err(io_error("emptying the opaque directory"))?;
-                }
-            }
-            return Ok(());
+            return self.opaque(parents);
         }
         if hidden.starts_with(WHITEOUT_PREFIX) {
             // Other `.wh..wh.` names are the aufs driver's own bookkeeping.
@@ -176,8 +164,47 @@ impl Unpacker {
         if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
             return Err(EntryError::Refused(format!("whiteout of {hidden:?}")));
         }
-        remove_any(&self.root.join(dir).join(hidden))
-            .map_err(io_error("removing the whited-out path"))
+        let Some(dir) = self.resolve(parents, false)? else {
+            return Ok(());
+        };
+        self.replace(&dir.join(hidden))
+    }
+
+    /// Empties `dir` of what lower layers put there. The directory itself is this layer's:
+    /// a lower layer's symlink (or file) at its place is replaced by an empty directory,
+    /// never followed.
+    fn opaque(&mut self, dir: &[OsString]) -> Result<(), EntryError> {
+        if dir.is_empty() {
+            return Err(EntryError::Refused("an opaque root directory".to_owned()));
+        }
+        let (name, parents) = split_last(dir);
+        let Some(parent) = self.resolve(parents, false)? else {
+            return Ok(());
+        };
+        let relative = parent.join(name);
+        let path = self.root.join(&relative);
+        if is_dir(&path) {
+            let listing = io_error("listing the opaque directory");
+            for child in fs::read_dir(&path).map_err(&listing)? {
+                self.replace(&relative.join(child.map_err(&listing)?.file_name()))?;
+            }
+        } else if fs::symlink_metadata(&path).is_ok() {
+            self.replace(&relative)?;
+            fs::create_dir(&path).map_err(io_error("making the opaque directory"))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(IMPLIED_DIR_MODE))
+                .map_err(io_error("making the opaque directory"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes whatever is at `relative` (a directory with its contents), and forgets the
+    /// modes of the directories that went with it: a directory made there later is new.
+    fn replace(&mut self, relative: &Path) -> Result<(), EntryError> {
+        let path = self.root.join(relative);
+        if is_dir(&path) {
+            self.dir_modes.retain(|dir, _| !dir.starts_with(relative));
+        }
+        remove_any(&path).map_err(io_error("removing what was there"))
     }
 
     /// Pass two: writes an entry that is not a whiteout.
@@ -208,7 +235,7 @@ impl Unpacker {
         match kind {
             EntryType::Directory => {
                 if !is_dir(&target) {
-                    remove_any(&target).map_err(io_error("replacing what was there"))?;
+                    self.replace(&relative)?;
                     fs::DirBuilder::new()
                         .mode(mode | 0o700)
                         .create(&target)
@@ -224,7 +251,7 @@ impl Unpacker {
                     .link_name_bytes()
                     .ok_or_else(|| EntryError::Refused("a symlink without a target".to_owned()))?
                     .into_owned();
-                remove_any(&target).map_err(io_error("replacing what was there"))?;
+                self.replace(&relative)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)
                     .map_err(io_error("creating the symlink"))?;
                 self.chown(&target, owner)?;
@@ -236,12 +263,12 @@ impl Unpacker {
                     .into_owned();
                 let source = self.hard_link_source(&link)?;
                 if source != target {
-                    remove_any(&target).map_err(io_error("replacing what was there"))?;
+                    self.replace(&relative)?;
                     fs::hard_link(&source, &target).map_err(io_error("creating the hard link"))?;
                 }
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                remove_any(&target).map_err(io_error("replacing what was there"))?;
+                self.replace(&relative)?;
                 entry
                     .unpack(&target)
                     .map_err(io_error("writing the file"))?;

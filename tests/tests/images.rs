@@ -664,3 +664,56 @@ fn an_unprivileged_store_unpacks_and_removes_read_only_directories() {
     as_unprivileged_user(&format!("remove-all {}", root.display()));
     assert_eq!(store_contents(&root), (vec![], vec![]));
 }
+
+#[test]
+fn an_opaque_directory_replaces_a_lower_symlink_and_a_recreated_directory_is_new() {
+    let lower = Layer::new(
+        Compression::Gzip,
+        vec![
+            Entry::dir("usr", 0o755),
+            Entry::dir("usr/lib", 0o755),
+            Entry::file("usr/lib/libc", "libc\n", 0o644),
+            Entry::symlink("lib", "usr/lib"),
+            Entry::dir("old", 0o700),
+            Entry::file("old/f", "f\n", 0o644),
+        ],
+    );
+    let upper = Layer::new(
+        Compression::Gzip,
+        vec![
+            Entry::opaque("lib"),
+            Entry::file("lib/own", "own\n", 0o644),
+            Entry::whiteout("old"),
+            Entry::file("old/new", "new\n", 0o644),
+        ],
+    );
+    let image = OciImage::build(&[lower, upper], &version(1));
+    let registry = StaticRegistry::serve(StaticRegistry::routes_of(&image, "app", "v1"), None);
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(store_dir.path()).expect("open the store");
+    let pulled = store
+        .pull(&format!("{}/app:v1", registry.host()), &Auth::None)
+        .expect("pull");
+    let rootfs = &pulled.rootfs;
+    // The symlink's target belongs to the lower layer: the opaque directory does not reach it.
+    assert_eq!(read(&rootfs.join("usr/lib/libc")), "libc\n");
+    assert_eq!(
+        tree(rootfs),
+        [
+            "lib",
+            "lib/own",
+            "old",
+            "old/new",
+            "usr",
+            "usr/lib",
+            "usr/lib/libc"
+        ]
+    );
+    assert!(
+        std::fs::symlink_metadata(rootfs.join("lib"))
+            .expect("lib")
+            .is_dir()
+    );
+    // `old` was removed, then made again for `old/new`: it does not keep the removed one's mode.
+    assert_eq!(mode(&rootfs.join("old")), 0o755);
+}
