@@ -717,3 +717,60 @@ fn an_opaque_directory_replaces_a_lower_symlink_and_a_recreated_directory_is_new
     // `old` was removed, then made again for `old/new`: it does not keep the removed one's mode.
     assert_eq!(mode(&rootfs.join("old")), 0o755);
 }
+
+#[test]
+fn docker_schema_2_lists_and_manifests_are_pulled() {
+    let oci = OciImage::build(
+        &[Layer::new(
+            Compression::Gzip,
+            vec![Entry::file("docker", "yes\n", 0o644)],
+        )],
+        &version(1),
+    );
+    let config = Blob::new(
+        "application/vnd.docker.container.image.v1+json",
+        oci.config.bytes.clone(),
+    );
+    let layer = Blob::new(
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        oci.layers[0].bytes.clone(),
+    );
+    let manifest_type = "application/vnd.docker.distribution.manifest.v2+json";
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_type,
+        "config": config.descriptor(),
+        "layers": [layer.descriptor()],
+    });
+    let manifest = Blob::new(manifest_type, manifest.to_string().into_bytes());
+    let list_type = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let mut entry = manifest.descriptor();
+    entry["platform"] =
+        serde_json::json!({"os": "linux", "architecture": images::host_architecture()});
+    let list =
+        serde_json::json!({"schemaVersion": 2, "mediaType": list_type, "manifests": [entry]});
+    let list = Blob::new(list_type, list.to_string().into_bytes());
+    let route = |blob: &Blob| Route {
+        content_type: blob.media_type.clone(),
+        body: blob.bytes.clone(),
+    };
+    let routes = BTreeMap::from([
+        ("/v2/app/manifests/latest".to_owned(), route(&list)),
+        (
+            format!("/v2/app/manifests/{}", manifest.digest),
+            route(&manifest),
+        ),
+        (format!("/v2/app/blobs/{}", config.digest), route(&config)),
+        (format!("/v2/app/blobs/{}", layer.digest), route(&layer)),
+    ]);
+    let registry = StaticRegistry::serve(routes, None);
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(store_dir.path()).expect("open the store");
+    // No tag: `latest`.
+    let pulled = store
+        .pull(&format!("{}/app", registry.host()), &Auth::None)
+        .expect("pull the list");
+    assert_eq!(pulled.digest, manifest.digest);
+    assert_eq!(read(&pulled.rootfs.join("docker")), "yes\n");
+    assert_eq!(pulled.config.cmd, ["--serve", "v1"]);
+}
