@@ -7,29 +7,81 @@ mod loops;
 mod manager;
 mod output;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use deployer::local::Local;
+use deployer::local::gateway::Gateways;
+use deployer::local::logs::Shipper;
+use deployer::local::{ComputeParts, Local};
+use launcher::Launcher;
 use plumbing::{Daemon, DaemonContext};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::loops::Loops;
 use crate::manager::Manager;
+use crate::output::Otelfwd;
+
+/// How long each workload has to stop when deployd stops: within the supervisor's budget.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeploydError {
     #[error(transparent)]
     Serve(#[from] plumbing::uds::UdsError),
+    #[error("cannot open the image cache: {0}")]
+    Images(#[from] images::Error),
+    #[error("cannot find the alien executable: {0}")]
+    Program(std::io::Error),
+    #[error("a start-up task stopped: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The runtime workloads run in: an OCI runtime when one can run a container here, else
+/// plain processes, which the log says once.
+async fn launcher(program: PathBuf) -> Result<Launcher, DeploydError> {
+    let launcher = tokio::task::spawn_blocking(move || Launcher::detect(&program)).await?;
+    match launcher.backend() {
+        launcher::Backend::Oci { runtime } => {
+            info!(runtime = %runtime.display(), "workloads run in an OCI runtime");
+        }
+        launcher::Backend::Process { reason } => {
+            warn!(%reason, "no OCI runtime can run containers here: workloads run as plain processes, without isolation or limits");
+        }
+    }
+    Ok(launcher)
 }
 
 pub async fn run(ctx: DaemonContext) -> Result<(), DeploydError> {
     let server = &ctx.config.server;
-    let platform = Arc::new(Local::new(ctx.data.state_dir(Daemon::Deployd)));
+    let program = std::env::current_exe().map_err(DeploydError::Program)?;
+    let images = {
+        let dir = ctx.data.images_dir();
+        Arc::new(tokio::task::spawn_blocking(move || images::ImageStore::open(&dir)).await??)
+    };
+    let shipper = Arc::new(Shipper::default());
+    let shipping = tokio::spawn(shipper.clone().run(
+        Otelfwd {
+            socket: ctx.data.socket(Daemon::Otelfwd),
+        },
+        ctx.shutdown.clone(),
+    ));
+    let platform = Arc::new(Local::new(
+        ctx.data.state_dir(Daemon::Deployd),
+        ComputeParts {
+            images,
+            launcher: launcher(program.clone()).await?,
+            program,
+            gateways: Arc::new(Gateways::default()),
+            shipper,
+            manager_port: server.port,
+        },
+    ));
+    platform.recover().await;
     let loops = Arc::new(Loops {
         manager: Manager::new(ctx.data.socket(Daemon::Manager)),
-        platform,
+        platform: platform.clone(),
         shutdown: ctx.shutdown.clone(),
     });
     let mut tasks = Vec::new();
@@ -49,5 +101,10 @@ pub async fn run(ctx: DaemonContext) -> Result<(), DeploydError> {
     for task in tasks {
         let _ = task.await;
     }
+    // Without deployd their stable addresses are gone: stop them in order rather than leave
+    // them unreachable. A crash (kill -9) leaves them running, and the next start adopts
+    // them.
+    platform.stop_all(STOP_GRACE).await;
+    let _ = shipping.await;
     Ok(served?)
 }

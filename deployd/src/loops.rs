@@ -86,12 +86,10 @@ impl<P: Platform + 'static> Loops<P> {
         }
     }
 
+    /// Checks the running deployments at once (a restart of deployd stopped or orphaned their
+    /// workloads), then every `interval`.
     pub async fn heartbeat_loop(self: Arc<Self>, interval: Duration) {
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = self.shutdown.cancelled() => return,
-            }
             for _ in 0..HEARTBEAT_BATCHES {
                 let session = session();
                 let acquired = match self.manager.acquire(&session, &["running"], BATCH).await {
@@ -110,6 +108,10 @@ impl<P: Platform + 'static> Loops<P> {
                         .map(|d| self.clone().heartbeat(session.clone(), d)),
                 )
                 .await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.shutdown.cancelled() => return,
             }
         }
     }

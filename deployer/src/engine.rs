@@ -13,8 +13,8 @@ use crate::config::DeploymentConfig;
 use crate::env;
 use crate::platform::{Applied, Platform, ResourceContext, ResourceError};
 use crate::prepared;
-use stack::{ResourceEntry, Stack};
 use crate::state::{DeploymentState, Lifecycle, ResourceState, ResourceStatus, StackState, Status};
+use stack::{ResourceEntry, Stack};
 
 /// Resources stepped at once.
 const PARALLEL: usize = 4;

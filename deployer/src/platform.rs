@@ -8,8 +8,8 @@ use std::future::Future;
 use serde_json::{Value, json};
 
 use crate::config::DeploymentConfig;
-use stack::Stack;
 use crate::state::ResourceState;
+use stack::Stack;
 
 /// One resource as a driver sees it.
 #[derive(Debug, Clone)]

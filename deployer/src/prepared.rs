@@ -36,12 +36,8 @@ fn profile(config: &ResourceConfig) -> Option<&str> {
 /// The stack as the `local` platform deploys it.
 pub fn prepare_local(stack: &Stack) -> Stack {
     let mut prepared = stack.clone();
-    let has = |prepared: &Stack, kind: &str| {
-        prepared
-            .resources
-            .values()
-            .any(|e| e.config.kind() == kind)
-    };
+    let has =
+        |prepared: &Stack, kind: &str| prepared.resources.values().any(|e| e.config.kind() == kind);
     if has(&prepared, "container") && !has(&prepared, "compute-cluster") {
         prepared.resources.insert(
             "compute".into(),

@@ -54,3 +54,4 @@ pub mod registry;
 pub mod small_disk;
 pub mod telemetry;
 pub mod worker_runtime;
+pub mod workloads;

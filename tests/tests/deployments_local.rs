@@ -106,3 +106,74 @@ fn a_data_stack_reaches_running_and_a_delete_removes_the_row_and_the_directory()
     );
     assert!(!dir.exists(), "{} is left after the delete", dir.display());
 }
+
+/// A stack of one container running `image` with an HTTP endpoint on port 8080.
+fn web_stack(image: &str) -> Value {
+    json!({
+        "id": "web-app",
+        "permissions": {"profiles": {"execution": {}}},
+        "resources": {
+            "web": {
+                "config": {
+                    "type": "container", "id": "web", "permissions": "execution",
+                    "code": {"type": "image", "image": image},
+                    "links": [],
+                    "ports": [{"port": 8080}],
+                    "publicEndpoints": [{"name": "default", "port": 8080, "protocol": "http"}],
+                    "cpu": {"min": "0.1", "desired": "0.5"},
+                    "memory": {"min": "64Mi", "desired": "128Mi"}
+                },
+                "lifecycle": "live",
+                "dependencies": []
+            }
+        }
+    })
+}
+
+/// The URL a resource's stack state gives for its default endpoint.
+fn endpoint(deployment: &Value, resource: &str) -> String {
+    let outputs = &deployment["stackState"]["resources"][resource]["outputs"];
+    outputs["publicEndpoints"]["default"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no URL for {resource}: {deployment:#}"))
+        .to_owned()
+}
+
+fn get(url: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.body_mut().read_to_string().ok()?))
+}
+
+#[test]
+fn a_container_is_served_at_a_stable_address_across_an_update() {
+    let api = start();
+    let v1 = e2e::workloads::push(&api, "alien-test-web", "v1", &[]);
+    release(&api, web_stack(&v1));
+    let (_group, deployment) = onboard(&api);
+    let running = wait_status(&api, &deployment.id, "running");
+    let url = endpoint(&running, "web");
+    assert_eq!(get(&url), Some((200, "v1".to_owned())), "{url}");
+
+    let v2 = e2e::workloads::push(&api, "alien-test-web", "v2", &[]);
+    let second = release(&api, web_stack(&v2));
+    let updated = wait_for(SETTLE, || {
+        let record = api.deployment(&deployment.id);
+        (record["status"] == "running" && record["currentReleaseId"] == second.as_str())
+            .then_some(record)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no update to {second}: {:#}",
+            api.deployment(&deployment.id)
+        )
+    });
+    assert_eq!(endpoint(&updated, "web"), url, "the address changed");
+    assert_eq!(get(&url), Some((200, "v2".to_owned())), "{url}");
+}

@@ -58,8 +58,7 @@ impl Backend {
     /// Waits until no request is in flight, or `timeout`.
     pub async fn drained(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline
-        {
+        while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -115,7 +114,10 @@ impl Gateways {
     pub fn switch(&self, key: &str, backend: Backend) -> Option<Backend> {
         let gateways = self.lock();
         let gateway = gateways.get(key)?;
-        let mut active = gateway.active.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut active = gateway
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         active.replace(backend)
     }
 
@@ -175,9 +177,15 @@ async fn forward(
     active: Active,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let backend = active.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let backend = active
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let Some(backend) = backend else {
-        return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "No version is serving yet\n"));
+        return Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No version is serving yet\n",
+        ));
     };
     backend.in_flight.fetch_add(1, Ordering::AcqRel);
     let guard = InFlight(backend.in_flight.clone());
@@ -185,14 +193,20 @@ async fn forward(
         Ok(stream) => stream,
         Err(error) => {
             debug!(%error, "cannot reach the serving version");
-            return Ok(text(StatusCode::BAD_GATEWAY, "The serving version is unreachable\n"));
+            return Ok(text(
+                StatusCode::BAD_GATEWAY,
+                "The serving version is unreachable\n",
+            ));
         }
     };
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(pair) => pair,
             Err(_) => {
-                return Ok(text(StatusCode::BAD_GATEWAY, "The serving version is unreachable\n"));
+                return Ok(text(
+                    StatusCode::BAD_GATEWAY,
+                    "The serving version is unreachable\n",
+                ));
             }
         };
     // The exchange counts as in flight until the backend connection ends, which is after
@@ -205,7 +219,10 @@ async fn forward(
         Ok(response) => Ok(response.map(|body| body.boxed())),
         Err(error) => {
             debug!(%error, "the serving version failed the request");
-            Ok(text(StatusCode::BAD_GATEWAY, "The serving version failed the request\n"))
+            Ok(text(
+                StatusCode::BAD_GATEWAY,
+                "The serving version failed the request\n",
+            ))
         }
     }
 }

@@ -97,8 +97,11 @@ impl Shipper {
     pub async fn run<S: LogSink>(self: Arc<Self>, sink: S, shutdown: CancellationToken) {
         loop {
             let stopping = shutdown.is_cancelled();
-            let files: Vec<(PathBuf, Source)> =
-                self.lock().iter().map(|(p, s)| (p.clone(), s.clone())).collect();
+            let files: Vec<(PathBuf, Source)> = self
+                .lock()
+                .iter()
+                .map(|(p, s)| (p.clone(), s.clone()))
+                .collect();
             for (path, source) in files {
                 let read = {
                     let path = path.clone();
@@ -169,7 +172,10 @@ fn read_new(path: &Path) -> std::io::Result<Option<(Vec<String>, u64)>> {
     }
     if offset == len {
         if len > TRUNCATE_AT {
-            std::fs::OpenOptions::new().write(true).open(path)?.set_len(0)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(0)?;
             std::fs::write(offset_file(path), "0")?;
         }
         return Ok(None);

@@ -1,10 +1,16 @@
 //! The `local` platform: a deployment's resources on this machine, under its directory on
 //! the data volume (`deployments/<deployment id>/`). Storage, kv, vault and queue resources
 //! are directories the workloads reach through their bindings; service accounts and the
-//! compute cluster have nothing to create.
+//! compute cluster have nothing to create; workers, containers and daemons are workloads
+//! ([`compute`]).
 
+mod compute;
 pub mod gateway;
 pub mod logs;
+mod netns;
+mod worker;
+
+pub use compute::{Compute, ComputeParts};
 
 use std::path::{Path, PathBuf};
 
@@ -12,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::platform::{Applied, Platform, ResourceContext, ResourceError};
 use crate::prepared;
-use stack::Stack;
 use crate::state::ResourceState;
+use stack::Stack;
 
 /// Local resources whose state is a directory, and the directory's name under the
 /// deployment's.
@@ -31,11 +37,25 @@ fn directory_kind(kind: &str) -> Option<&'static str> {
 pub struct Local {
     /// `deployments/` on the data volume.
     root: PathBuf,
+    compute: Compute,
 }
 
 impl Local {
-    pub fn new(root: PathBuf) -> Local {
-        Local { root }
+    pub fn new(root: PathBuf, parts: ComputeParts) -> Local {
+        Local {
+            compute: Compute::new(root.clone(), parts),
+            root,
+        }
+    }
+
+    /// After a restart: the running workloads behind their stable addresses again.
+    pub async fn recover(&self) {
+        self.compute.recover().await;
+    }
+
+    /// Stops every workload, `grace` each.
+    pub async fn stop_all(&self, grace: std::time::Duration) {
+        self.compute.stop_all(grace).await;
     }
 
     /// The directory of one deployment.
@@ -120,6 +140,36 @@ impl Platform for Local {
                 "vaultName": id,
                 "dataDir": dir,
             })),
+            ("worker", _) => {
+                let url = resource
+                    .outputs
+                    .as_ref()?
+                    .pointer("/publicEndpoints/default/url")?;
+                Some(json!({"service": "local", "workerUrl": url}))
+            }
+            ("container", _) => {
+                let outputs = resource.outputs.as_ref()?;
+                let port = resource
+                    .config
+                    .pointer("/publicEndpoints/0/port")
+                    .or_else(|| resource.config.pointer("/ports/0/port"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(8080);
+                let mut binding = json!({
+                    "service": "local",
+                    "containerName": id,
+                    "internalUrl": format!("http://{id}.svc:{port}"),
+                });
+                if let Some(url) = outputs
+                    .get("publicEndpoints")
+                    .and_then(Value::as_object)
+                    .and_then(|endpoints| endpoints.values().next())
+                    .and_then(|endpoint| endpoint.get("url"))
+                {
+                    binding["publicUrl"] = url.clone();
+                }
+                Some(binding)
+            }
             _ => None,
         }
     }
@@ -134,6 +184,7 @@ impl Platform for Local {
             });
         }
         match ctx.kind.as_str() {
+            "worker" | "container" | "daemon" => self.compute.apply(&ctx).await,
             "service-account" => {
                 let identity = format!("local-sa-{}", ctx.resource_id);
                 Ok(Applied {
@@ -166,6 +217,9 @@ impl Platform for Local {
     }
 
     async fn delete(&self, ctx: ResourceContext) -> Result<(), ResourceError> {
+        if matches!(ctx.kind.as_str(), "worker" | "container" | "daemon") {
+            return self.compute.delete(&ctx).await;
+        }
         if let Some(dir) = self.resource_dir(&ctx.deployment_id, &ctx.kind, &ctx.resource_id) {
             return blocking(move || match std::fs::remove_dir_all(&dir) {
                 Ok(()) => Ok(()),
@@ -178,6 +232,9 @@ impl Platform for Local {
     }
 
     async fn heal(&self, ctx: ResourceContext) -> Result<Applied, ResourceError> {
+        if matches!(ctx.kind.as_str(), "worker" | "container" | "daemon") {
+            return self.compute.heal(&ctx).await;
+        }
         if let Some(dir) = self.resource_dir(&ctx.deployment_id, &ctx.kind, &ctx.resource_id) {
             let checked = dir.clone();
             let present = blocking(move || Ok(checked.is_dir())).await?;
