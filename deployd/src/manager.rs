@@ -81,7 +81,8 @@ impl Manager {
         Manager { socket }
     }
 
-    /// Locks up to `limit` push deployments in `statuses` for `session`.
+    /// Locks up to `limit` push deployments on `local` in `statuses` for `session`: the
+    /// platform deployd has a driver for.
     pub async fn acquire(
         &self,
         session: &str,
@@ -103,6 +104,7 @@ impl Manager {
                 Some(json!({
                     "session": session,
                     "deploymentModel": "push",
+                    "platforms": ["local"],
                     "statuses": statuses,
                     "limit": limit,
                 })),

@@ -41,8 +41,10 @@ impl Tightened {
 /// Removes the group and other permission bits of `root` and of everything below it, so that
 /// files made before [`restrict_umask`] existed (or copied in by hand) become private too.
 /// Symbolic links are neither followed nor changed; the owner's bits are kept as they are. A
-/// missing `root` is nothing to do.
-pub fn tighten(root: &Path) -> Tightened {
+/// missing `root` is nothing to do. A directory in `sealed` is made private itself but not
+/// entered: what is below it keeps its modes (the unpacked images, whose files' modes are the
+/// image's, behind a directory no other user can enter).
+pub fn tighten(root: &Path, sealed: &[&Path]) -> Tightened {
     let mut done = Tightened::default();
     let mut pending = vec![root.to_path_buf()];
     while let Some(path) = pending.pop() {
@@ -65,7 +67,7 @@ pub fn tighten(root: &Path) -> Tightened {
                 Err(error) => done.fail(&path, error),
             }
         }
-        if metadata.is_dir() {
+        if metadata.is_dir() && !sealed.contains(&path.as_path()) {
             match std::fs::read_dir(&path) {
                 Ok(entries) => {
                     for entry in entries {
@@ -122,9 +124,16 @@ mod tests {
         set_mode(&outside, 0o644);
         std::os::unix::fs::symlink(&outside, root.join("link")).expect("symlink");
 
-        let done = tighten(&root);
+        let sealed = root.join("images");
+        let image_file = sealed.join("rootfs-file");
+        std::fs::create_dir_all(&sealed).expect("mkdir");
+        std::fs::write(&image_file, b"x").expect("write");
+        set_mode(&sealed, 0o755);
+        set_mode(&image_file, 0o755);
 
-        assert_eq!(done.changed, 5, "{done:?}");
+        let done = tighten(&root, &[&sealed]);
+
+        assert_eq!(done.changed, 6, "{done:?}");
         assert_eq!(done.failed, 0, "{done:?}");
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&root.join("registry")), 0o700);
@@ -133,7 +142,9 @@ mod tests {
         assert_eq!(mode(&blob), 0o600);
         assert_eq!(mode(&private), 0o400, "already private: untouched");
         assert_eq!(mode(&outside), 0o644, "the link's target is outside");
-        assert_eq!(tighten(&root).changed, 0, "a second pass has nothing to do");
-        assert_eq!(tighten(&dir.path().join("missing")).changed, 0);
+        assert_eq!(mode(&sealed), 0o700);
+        assert_eq!(mode(&image_file), 0o755, "below a sealed directory: untouched");
+        assert_eq!(tighten(&root, &[&sealed]).changed, 0, "a second pass has nothing to do");
+        assert_eq!(tighten(&dir.path().join("missing"), &[]).changed, 0);
     }
 }

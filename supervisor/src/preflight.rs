@@ -139,9 +139,14 @@ fn make_private(config: &Config, data: &DataDir) {
         }
         roots.push(database);
     }
+    // deployd's trees: the images' own modes, and the workloads' roots and volumes, which
+    // they may own as another user, stay as they are; their top directories are private.
+    let images = data.images_dir();
+    let deployments = data.state_dir(plumbing::Daemon::Deployd);
+    let sealed = [images.as_path(), deployments.as_path()];
     let (mut changed, mut failed, mut first_failure) = (0, 0, None);
     for root in roots {
-        let done = plumbing::modes::tighten(&root);
+        let done = plumbing::modes::tighten(&root, &sealed);
         changed += done.changed;
         failed += done.failed;
         first_failure = first_failure.or(done.first_failure);

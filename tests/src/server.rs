@@ -20,7 +20,7 @@ use crate::wait_for;
 pub const UNPRIVILEGED_UID: u32 = 65534;
 
 /// The daemons in start order.
-pub const DAEMONS: [&str; 4] = ["otelfwd", "registryd", "commandd", "manager"];
+pub const DAEMONS: [&str; 5] = ["otelfwd", "registryd", "commandd", "manager", "deployd"];
 
 /// How long a process may take to show up once started (exec, fork of a wrapper).
 const APPEAR: Duration = Duration::from_secs(10);
