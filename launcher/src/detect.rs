@@ -105,13 +105,17 @@ pub(crate) fn probe(runtime: &Path, probe_binary: &Path) -> Result<(), String> {
     result
 }
 
+/// Runs the probe container detached, as workloads run, and waits until it stopped: a
+/// foreground `runc run` of a program that exits at once can miss its end under load and wait
+/// forever. A detached container keeps no exit status, so the probe must print its version.
 fn run(runtime: &Path, state: &Path, bundle: &Path, id: &str, output: &Path) -> Result<(), String> {
     let file = File::create(output).map_err(|error| error.to_string())?;
     let err_file = file.try_clone().map_err(|error| error.to_string())?;
-    let mut child = Command::new(runtime)
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let child = Command::new(runtime)
         .arg("--root")
         .arg(state)
-        .args(["run", "--bundle"])
+        .args(["run", "--detach", "--bundle"])
         .arg(bundle)
         .arg(id)
         .stdin(Stdio::null())
@@ -119,10 +123,45 @@ fn run(runtime: &Path, state: &Path, bundle: &Path, id: &str, output: &Path) -> 
         .stderr(err_file)
         .spawn()
         .map_err(|error| format!("cannot run it: {error}"))?;
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    let status = loop {
+    let status = wait(child, deadline)?;
+    if !status.success() {
+        return Err(format!("{status}: {}", last_line(output)));
+    }
+    loop {
+        let state = Command::new(runtime)
+            .arg("--root")
+            .arg(state)
+            .args(["state", id])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|error| format!("cannot ask for its state: {error}"))?;
+        let stopped = serde_json::from_slice::<serde_json::Value>(&state.stdout)
+            .ok()
+            .and_then(|s| s.get("status").and_then(|v| v.as_str()).map(str::to_owned))
+            .is_none_or(|status| status == "stopped");
+        if stopped {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no answer within {PROBE_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if last_line(output).is_empty() {
+        return Err("the probe printed nothing: it did not run".to_owned());
+    }
+    Ok(())
+}
+
+/// Waits for `child` until `deadline`, then kills it.
+fn wait(
+    mut child: std::process::Child,
+    deadline: Instant,
+) -> Result<std::process::ExitStatus, String> {
+    loop {
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => return Ok(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
                 let _ = child.kill();
@@ -131,15 +170,15 @@ fn run(runtime: &Path, state: &Path, bundle: &Path, id: &str, output: &Path) -> 
             }
             Err(error) => return Err(error.to_string()),
         }
-    };
-    if status.success() {
-        return Ok(());
     }
+}
+
+fn last_line(output: &Path) -> String {
     let text = fs::read_to_string(output).unwrap_or_default();
-    let last = text
-        .lines()
+    text.lines()
         .rev()
         .find(|line| !line.trim().is_empty())
-        .unwrap_or("");
-    Err(format!("{status}: {}", last.trim()))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
 }

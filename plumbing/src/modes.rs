@@ -143,8 +143,16 @@ mod tests {
         assert_eq!(mode(&private), 0o400, "already private: untouched");
         assert_eq!(mode(&outside), 0o644, "the link's target is outside");
         assert_eq!(mode(&sealed), 0o700);
-        assert_eq!(mode(&image_file), 0o755, "below a sealed directory: untouched");
-        assert_eq!(tighten(&root, &[&sealed]).changed, 0, "a second pass has nothing to do");
+        assert_eq!(
+            mode(&image_file),
+            0o755,
+            "below a sealed directory: untouched"
+        );
+        assert_eq!(
+            tighten(&root, &[&sealed]).changed,
+            0,
+            "a second pass has nothing to do"
+        );
         assert_eq!(tighten(&dir.path().join("missing"), &[]).changed, 0);
     }
 }

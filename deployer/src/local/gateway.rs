@@ -177,17 +177,19 @@ async fn forward(
     active: Active,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let backend = active
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let Some(backend) = backend else {
-        return Ok(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "No version is serving yet\n",
-        ));
+    // Counted under the lock a switch takes: a switch that returns the old version has
+    // seen every request that chose it, so its drain cannot miss one.
+    let backend = {
+        let active = active.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(backend) = active.clone() else {
+            return Ok(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "No version is serving yet\n",
+            ));
+        };
+        backend.in_flight.fetch_add(1, Ordering::AcqRel);
+        backend
     };
-    backend.in_flight.fetch_add(1, Ordering::AcqRel);
     let guard = InFlight(backend.in_flight.clone());
     let stream = match (backend.connect)().await {
         Ok(stream) => stream,
