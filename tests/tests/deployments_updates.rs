@@ -389,8 +389,7 @@ fn five_updates_in_a_row_answer_every_request_of_clients_hammering_the_stable_ad
 }
 
 #[test]
-fn a_broken_release_fails_the_update_leaves_the_last_version_serving_and_retry_and_redeploy_work()
-{
+fn a_broken_release_fails_the_update_leaves_the_last_version_serving_and_retry_and_redeploy_work() {
     let api = start();
     let versions = Versions::new();
     let (good, broken, fixed) = (versions.v(1), versions.v(2), versions.v(3));
@@ -423,7 +422,11 @@ fn a_broken_release_fails_the_update_leaves_the_last_version_serving_and_retry_a
     );
     assert_eq!(failed["currentReleaseId"], first.as_str(), "{failed:#}");
     assert_eq!(endpoint(&failed), url, "the address changed: {failed:#}");
-    assert_eq!(get(&url), Ok((200, good.clone())), "{url} after the failure");
+    assert_eq!(
+        get(&url),
+        Ok((200, good.clone())),
+        "{url} after the failure"
+    );
 
     api.expect(
         &Request::post_empty(format!("/v1/deployments/{id}/retry")).auth(api.admin()),
@@ -451,29 +454,48 @@ fn a_broken_release_fails_the_update_leaves_the_last_version_serving_and_retry_a
         &e2e::workloads::push(&api, "alien-test-web", &fixed, &[]),
     );
     let recovered = wait_running_on(&api, id, &fixed_release);
-    assert_eq!(endpoint(&recovered), url, "the address changed: {recovered:#}");
+    assert_eq!(
+        endpoint(&recovered),
+        url,
+        "the address changed: {recovered:#}"
+    );
     assert_eq!(get(&url), Ok((200, fixed.clone())), "{url} after the fix");
 
+    let serving: Vec<i32> = versions.processes().iter().map(|p| p.pid).collect();
     api.expect(
         &Request::post_empty(format!("/v1/deployments/{id}/redeploy")).auth(api.admin()),
         200,
     );
-    let mut statuses = vec![api.status_of(id)];
+    let redeploying = api.status_of(id);
+    assert!(
+        ["update-pending", "updating"].contains(&redeploying.as_str()),
+        "a redeploy did not start an update: {redeploying}"
+    );
     let redeployed = wait_record(&api, id, "running after a redeploy", |record| {
         record["status"] == "running"
     });
-    statuses.push(api.status_of(id));
-    assert!(
-        ["update-pending", "updating"].contains(&statuses[0].as_str()),
-        "a redeploy did not start an update: {statuses:?}"
-    );
     assert_eq!(
         redeployed["currentReleaseId"],
         fixed_release.as_str(),
         "{redeployed:#}"
     );
-    assert_eq!(endpoint(&redeployed), url, "the address changed: {redeployed:#}");
-    assert_eq!(get(&url), Ok((200, fixed.clone())), "{url} after the redeploy");
+    assert_eq!(
+        endpoint(&redeployed),
+        url,
+        "the address changed: {redeployed:#}"
+    );
+    assert_eq!(
+        get(&url),
+        Ok((200, fixed.clone())),
+        "{url} after the redeploy"
+    );
+    // As on the public platform, an update only touches resources whose configuration
+    // changed: a redeploy of the same release leaves a healthy workload running.
+    let after: Vec<i32> = versions.processes().iter().map(|p| p.pid).collect();
+    assert!(
+        !serving.is_empty() && after == serving,
+        "a redeploy of an unchanged release restarted the workload: {serving:?} then {after:?}"
+    );
 
     let seen = hammer.finish();
     for client in &seen {
@@ -499,11 +521,17 @@ fn a_delete_stops_every_version_closes_the_stable_address_and_removes_the_direct
     let api = start();
     let versions = Versions::new();
     let (v1, v2) = (versions.v(1), versions.v(2));
-    let first = release(&api, &e2e::workloads::push(&api, "alien-test-web", &v1, &[]));
+    let first = release(
+        &api,
+        &e2e::workloads::push(&api, "alien-test-web", &v1, &[]),
+    );
     let deployment = onboard(&api);
     let id = deployment.id.as_str();
     wait_running_on(&api, id, &first);
-    let second = release(&api, &e2e::workloads::push(&api, "alien-test-web", &v2, &[]));
+    let second = release(
+        &api,
+        &e2e::workloads::push(&api, "alien-test-web", &v2, &[]),
+    );
     let running = wait_running_on(&api, id, &second);
     let url = endpoint(&running);
     assert_eq!(get(&url), Ok((200, v2.clone())), "{url}");
