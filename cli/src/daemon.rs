@@ -12,6 +12,9 @@ use tracing::error;
 use crate::args::{DaemonArgs, DaemonName};
 use crate::{EXIT_CONFIG, fail};
 
+/// How long a stopping daemon waits for work left on its blocking threads.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub fn run(args: DaemonArgs) -> ExitCode {
     logging::init(LogFormat::from(args.log_format));
     crate::raise_open_file_limit();
@@ -51,6 +54,10 @@ pub fn run(args: DaemonArgs) -> ExitCode {
             DaemonName::Deployd => deployd::run(ctx).await.map_err(|e| e.to_string()),
         }
     });
+    // Every write a daemon acknowledged is done by now; what may still run on the blocking
+    // pool is work nobody waits for (deployd's probe of the OCI runtime, say), which must not
+    // hold up the stop.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

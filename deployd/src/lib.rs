@@ -16,6 +16,7 @@ use deployer::local::gateway::Gateways;
 use deployer::local::logs::Shipper;
 use deployer::local::{ComputeParts, Local};
 use launcher::Launcher;
+use plumbing::uds::Sidecar;
 use plumbing::{Daemon, DaemonContext};
 use tracing::{info, warn};
 
@@ -53,8 +54,64 @@ async fn launcher(program: PathBuf) -> Result<Launcher, DeploydError> {
     Ok(launcher)
 }
 
+/// Serves its health check at once (the supervisor counts deployd started then), and
+/// prepares the platform (the image cache, the OCI runtime's probe, the workloads a previous
+/// deployd left) in the meantime; the loops start once it is ready.
 pub async fn run(ctx: DaemonContext) -> Result<(), DeploydError> {
+    let sidecar = Sidecar::bind(&ctx, Daemon::Deployd)?;
+    let serving = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { sidecar.serve(&ctx, Router::new()).await })
+    };
+    let prepared = tokio::select! {
+        prepared = prepare(&ctx) => Some(prepared),
+        () = ctx.shutdown.cancelled() => None,
+    };
+    let (platform, shipping) = match prepared {
+        Some(Ok(prepared)) => prepared,
+        Some(Err(error)) => {
+            ctx.shutdown.cancel();
+            let _ = serving.await;
+            return Err(error);
+        }
+        None => return Ok(serving.await??),
+    };
     let server = &ctx.config.server;
+    let loops = Arc::new(Loops {
+        manager: Manager::new(ctx.data.socket(Daemon::Manager)),
+        platform: platform.clone(),
+        shutdown: ctx.shutdown.clone(),
+    });
+    let mut tasks = Vec::new();
+    if server.disable_deployment_loop {
+        info!("the deployment loop is disabled");
+    } else {
+        let interval = Duration::from_secs(server.deployment_interval_secs.max(1));
+        tasks.push(tokio::spawn(loops.clone().deployment_loop(interval)));
+    }
+    if server.disable_heartbeat_loop {
+        info!("the heartbeat loop is disabled");
+    } else {
+        let interval = Duration::from_secs(server.heartbeat_interval_secs.max(1));
+        tasks.push(tokio::spawn(loops.clone().heartbeat_loop(interval)));
+    }
+    let served = serving.await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    // Without deployd their stable addresses are gone: stop them in order rather than leave
+    // them unreachable. A crash (kill -9) leaves them running, and the next start adopts
+    // them.
+    platform.stop_all(STOP_GRACE).await;
+    let _ = shipping.await;
+    Ok(served??)
+}
+
+/// The local platform with what a previous deployd left running adopted, and the shipper of
+/// the workloads' output.
+async fn prepare(
+    ctx: &DaemonContext,
+) -> Result<(Arc<Local>, tokio::task::JoinHandle<()>), DeploydError> {
     let program = std::env::current_exe().map_err(DeploydError::Program)?;
     let images = {
         let dir = ctx.data.images_dir();
@@ -75,36 +132,9 @@ pub async fn run(ctx: DaemonContext) -> Result<(), DeploydError> {
             program,
             gateways: Arc::new(Gateways::default()),
             shipper,
-            manager_port: server.port,
+            manager_port: ctx.config.server.port,
         },
     ));
     platform.recover().await;
-    let loops = Arc::new(Loops {
-        manager: Manager::new(ctx.data.socket(Daemon::Manager)),
-        platform: platform.clone(),
-        shutdown: ctx.shutdown.clone(),
-    });
-    let mut tasks = Vec::new();
-    if server.disable_deployment_loop {
-        info!("the deployment loop is disabled");
-    } else {
-        let interval = Duration::from_secs(server.deployment_interval_secs.max(1));
-        tasks.push(tokio::spawn(loops.clone().deployment_loop(interval)));
-    }
-    if server.disable_heartbeat_loop {
-        info!("the heartbeat loop is disabled");
-    } else {
-        let interval = Duration::from_secs(server.heartbeat_interval_secs.max(1));
-        tasks.push(tokio::spawn(loops.clone().heartbeat_loop(interval)));
-    }
-    let served = plumbing::uds::serve_sidecar(&ctx, Daemon::Deployd, Router::new()).await;
-    for task in tasks {
-        let _ = task.await;
-    }
-    // Without deployd their stable addresses are gone: stop them in order rather than leave
-    // them unreachable. A crash (kill -9) leaves them running, and the next start adopts
-    // them.
-    platform.stop_all(STOP_GRACE).await;
-    let _ = shipping.await;
-    Ok(served?)
+    Ok((platform, shipping))
 }

@@ -85,33 +85,64 @@ pub async fn serve_sidecar(
     daemon: Daemon,
     router: Router,
 ) -> Result<(), UdsError> {
-    let state = ctx.data.state_dir(daemon);
-    std::fs::create_dir_all(&state).map_err(|source| UdsError::Io {
-        action: "create",
-        path: state,
-        source,
-    })?;
-    ensure_run_dir(&ctx.data)?;
-    let _lock = LockFile::acquire(&ctx.data.daemon_lock(daemon))?;
-    let path = ctx.data.socket(daemon);
-    let listener = bind(&path)?;
-    let router = router.route("/health", routing::get(healthy));
-    info!(socket = %path.display(), "listening");
-    notify::ready();
-    let shutdown = ctx.shutdown.clone();
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            notify::stopping();
+    Sidecar::bind(ctx, daemon)?.serve(ctx, router).await
+}
+
+/// A sidecar's socket, bound under its lock, before it serves: a daemon that has work to do
+/// before it can serve its API, but must answer its health check at once, binds first.
+#[derive(Debug)]
+pub struct Sidecar {
+    listener: UnixListener,
+    path: PathBuf,
+    _lock: LockFile,
+}
+
+impl Sidecar {
+    /// Creates the daemon's state directory, takes its lock and binds its socket.
+    pub fn bind(ctx: &DaemonContext, daemon: Daemon) -> Result<Sidecar, UdsError> {
+        let state = ctx.data.state_dir(daemon);
+        std::fs::create_dir_all(&state).map_err(|source| UdsError::Io {
+            action: "create",
+            path: state,
+            source,
+        })?;
+        ensure_run_dir(&ctx.data)?;
+        let lock = LockFile::acquire(&ctx.data.daemon_lock(daemon))?;
+        let path = ctx.data.socket(daemon);
+        let listener = bind(&path)?;
+        Ok(Sidecar {
+            listener,
+            path,
+            _lock: lock,
         })
-        .await;
-    // Best effort: a later start replaces the file anyway.
-    let _ = std::fs::remove_file(&path);
-    served.map_err(|source| UdsError::Io {
-        action: "serve on",
-        path,
-        source,
-    })
+    }
+
+    /// Adds `GET /health`, reports ready, serves until shutdown and finishes the requests in
+    /// flight.
+    pub async fn serve(self, ctx: &DaemonContext, router: Router) -> Result<(), UdsError> {
+        let Sidecar {
+            listener,
+            path,
+            _lock,
+        } = self;
+        let router = router.route("/health", routing::get(healthy));
+        info!(socket = %path.display(), "listening");
+        notify::ready();
+        let shutdown = ctx.shutdown.clone();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                notify::stopping();
+            })
+            .await;
+        // Best effort: a later start replaces the file anyway.
+        let _ = std::fs::remove_file(&path);
+        served.map_err(|source| UdsError::Io {
+            action: "serve on",
+            path,
+            source,
+        })
+    }
 }
 
 async fn healthy() -> axum::Json<serde_json::Value> {

@@ -311,10 +311,12 @@ impl Server {
         http_get(&self.http, self.port, path, authorization)
     }
 
-    /// `/health` answers 200 within `timeout`; fails the test with the server's log if not,
+    /// `/health` answers 200 and every daemon has started (deployd starts after the
+    /// manager's port answers) within `timeout`; fails the test with the server's log if not,
     /// or at once if the server exits.
     pub fn wait_healthy(&mut self, timeout: Duration) {
         self.wait_health(200, timeout);
+        self.wait_log_line(timeout, |line| line.contains("alien-manager is ready"));
     }
 
     /// Waits for `/health` to answer `status`, and returns that answer.
