@@ -71,14 +71,16 @@ pub async fn run(ctx: DaemonContext) -> Result<(), DeploydError> {
         ctx.data.state_dir(Daemon::Deployd),
         ComputeParts {
             images,
-            launcher: launcher(program.clone()).await?,
-            program,
+            program: program.clone(),
             gateways: Arc::new(Gateways::default()),
             shipper,
             manager_port: server.port,
         },
     ));
+    // What runs is served again before the runtime is probed: after a crash the stable
+    // addresses come back at once, however long the probe takes.
     platform.recover().await;
+    platform.use_launcher(launcher(program).await?);
     let loops = Arc::new(Loops {
         manager: Manager::new(ctx.data.socket(Daemon::Manager)),
         platform: platform.clone(),
