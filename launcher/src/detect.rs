@@ -4,7 +4,7 @@
 use std::env;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -94,7 +94,7 @@ pub(crate) fn probe(runtime: &Path, probe_binary: &Path) -> Result<(), String> {
     let state = scratch.path().join("state");
     let output = scratch.path().join("output");
     let result = run(runtime, &state, &bundle, &id, &output);
-    let _ = Command::new(runtime)
+    let _ = crate::oci::runtime_command(runtime)
         .arg("--root")
         .arg(&state)
         .args(["delete", "--force", &id])
@@ -108,7 +108,7 @@ pub(crate) fn probe(runtime: &Path, probe_binary: &Path) -> Result<(), String> {
 fn run(runtime: &Path, state: &Path, bundle: &Path, id: &str, output: &Path) -> Result<(), String> {
     let file = File::create(output).map_err(|error| error.to_string())?;
     let err_file = file.try_clone().map_err(|error| error.to_string())?;
-    let mut child = Command::new(runtime)
+    let mut child = crate::oci::runtime_command(runtime)
         .arg("--root")
         .arg(state)
         .args(["run", "--bundle"])

@@ -33,6 +33,27 @@ fn start(options: Options) -> Api {
     })
 }
 
+/// Waits until deployd says which backend it runs workloads in; as root with runc
+/// installed, that must be the OCI runtime (a silent fallback would run these tests on plain
+/// processes).
+fn expect_oci_when_root(api: &Api) {
+    let said = api.server().wait_log_line(Duration::from_secs(30), |line| {
+        line.contains("workloads run in an OCI runtime") || line.contains(FALLBACK)
+    });
+    let runc = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if running_as_root() && runc {
+        assert!(
+            !said.contains(FALLBACK),
+            "runc is installed and we are root, yet: {said}"
+        );
+    }
+}
+
+const FALLBACK: &str = "no OCI runtime can run containers here";
+
 /// A version string no other test process uses: `<name>-p<pid>`.
 fn version(name: &str) -> String {
     format!("{name}-p{}", std::process::id())
@@ -239,6 +260,7 @@ impl Drop for Cleanup<'_> {
 #[test]
 fn a_killed_workload_answers_again_within_a_heartbeat_and_the_deployment_stays_running() {
     let api = start(Options::default());
+    expect_oci_when_root(&api);
     let v1 = version("killed");
     let _cleanup = Cleanup {
         api: &api,
@@ -284,6 +306,7 @@ fn a_killed_workload_answers_again_within_a_heartbeat_and_the_deployment_stays_r
 #[test]
 fn kill_9_of_deployd_leaves_the_workload_running_and_the_address_answers_again_at_once() {
     let api = start(Options::default());
+    expect_oci_when_root(&api);
     let v1 = version("deployd");
     let _cleanup = Cleanup {
         api: &api,
@@ -351,6 +374,7 @@ fn hammer(
 #[test]
 fn kill_9_of_the_manager_mid_update_completes_the_update_with_one_version_serving_throughout() {
     let api = start(Options::default());
+    expect_oci_when_root(&api);
     let v1 = version("mgr-v1");
     let v2 = version("mgr-v2");
     let _cleanup = Cleanup {
@@ -435,7 +459,6 @@ fn without_an_oci_runtime_containers_run_as_plain_processes_with_a_port_of_their
         api: &api,
         versions: vec![v1.clone(), v2.clone()],
     };
-    const FALLBACK: &str = "no OCI runtime can run containers here";
     api.server()
         .wait_log_line(Duration::from_secs(30), |line| line.contains(FALLBACK));
 
@@ -524,6 +547,7 @@ fn find_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn an_image_whose_layer_escapes_the_root_fails_provisioning_naming_the_entry() {
     let api = start(Options::default());
+    expect_oci_when_root(&api);
     let tag = version("escape");
     // A runnable program would follow; the unpack must stop at the hostile entry first.
     let image = OciImage::build(
