@@ -51,7 +51,12 @@ struct Runtime<'a> {
 /// send `READY=1`: `run` then never returns for a program that does not speak it.
 pub(crate) fn runtime_command(binary: &Path) -> Command {
     let mut command = Command::new(binary);
-    for name in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+    for name in [
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    ] {
         command.env_remove(name);
     }
     command

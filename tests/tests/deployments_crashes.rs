@@ -110,7 +110,12 @@ fn wait_record(api: &Api, id: &str, what: &str, done: impl Fn(&Value) -> bool) -
         last = record.clone();
         done(&record).then_some(record)
     })
-    .unwrap_or_else(|| panic!("deployment {id}: {what} did not happen: {last:#}"))
+    .unwrap_or_else(|| {
+        panic!(
+            "deployment {id}: {what} did not happen: {last:#}\nserver stderr:\n{}",
+            api.server().stderr()
+        )
+    })
 }
 
 fn wait_status(api: &Api, id: &str, status: &str) -> Value {
@@ -396,14 +401,13 @@ fn kill_9_of_the_manager_mid_update_completes_the_update_with_one_version_servin
         .server()
         .daemon_pid("manager")
         .expect("the manager runs");
-    let seen = wait_for(Duration::from_secs(10), || {
-        let status = try_deployment(&api, &id)?["status"].as_str()?.to_owned();
-        ["update-pending", "updating"]
-            .contains(&status.as_str())
-            .then_some(status)
+    // `updating`: deployd is starting v2 and reports once it serves, into a manager that is
+    // gone.
+    let updating = wait_for(Duration::from_secs(10), || {
+        (try_deployment(&api, &id)?["status"] == "updating").then(Instant::now)
     });
+    assert!(updating.is_some(), "the update never showed as updating");
     sigkill(manager);
-    eprintln!("killed the manager at status {seen:?}");
     api.server()
         .wait_daemon_pid("manager", Some(manager), Duration::from_secs(20));
     let updated = wait_record(&api, &id, "the update to v2", |r| {

@@ -329,7 +329,15 @@ impl Compute {
         blocking(move || {
             images
                 .pull(&reference, &Auth::basic("deployment", token))
-                .map_err(|e| platform_error(format!("Cannot pull {reference}: {e}")))
+                .map_err(|e| {
+                    let message = format!("Cannot pull {reference}: {e}");
+                    // The registry is the manager's own: it restarts, and the step is retried.
+                    if e.is_transient() {
+                        ResourceError::retryable("IMAGE_PULL_FAILED", message)
+                    } else {
+                        platform_error(message)
+                    }
+                })
         })
         .await
     }
