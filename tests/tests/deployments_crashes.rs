@@ -208,6 +208,18 @@ fn sigkill(pid: i32) {
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap_or_else(|e| panic!("kill -9 {pid}: {e}"));
 }
 
+/// Releases the test web server at `version`, onboards a deployment and waits until its
+/// stable URL answers; returns the deployment's id and the URL.
+fn deploy_web(api: &Api, version: &str) -> (String, String) {
+    let image = e2e::workloads::push(api, "alien-test-web", version, &[]);
+    release(api, web_stack(&image));
+    let id = onboard(api);
+    let running = wait_status(api, &id, "running");
+    let url = endpoint(&running, "web");
+    wait_answer(api, &url, version, Duration::from_secs(5));
+    (id, url)
+}
+
 /// Deletes the deployment and waits until its row is gone and none of `versions` runs.
 fn delete(api: &Api, id: &str, versions: &[&str]) {
     api.expect(
@@ -271,12 +283,7 @@ fn a_killed_workload_answers_again_within_a_heartbeat_and_the_deployment_stays_r
         api: &api,
         versions: vec![v1.clone()],
     };
-    let image = e2e::workloads::push(&api, "alien-test-web", &v1, &[]);
-    release(&api, web_stack(&image));
-    let id = onboard(&api);
-    let running = wait_status(&api, &id, "running");
-    let url = endpoint(&running, "web");
-    wait_answer(&api, &url, &v1, Duration::from_secs(5));
+    let (id, url) = deploy_web(&api, &v1);
     let first = web_process(&v1);
 
     sigkill(first.pid);
@@ -317,12 +324,7 @@ fn kill_9_of_deployd_leaves_the_workload_running_and_the_address_answers_again_a
         api: &api,
         versions: vec![v1.clone()],
     };
-    let image = e2e::workloads::push(&api, "alien-test-web", &v1, &[]);
-    release(&api, web_stack(&image));
-    let id = onboard(&api);
-    let running = wait_status(&api, &id, "running");
-    let url = endpoint(&running, "web");
-    wait_answer(&api, &url, &v1, Duration::from_secs(5));
+    let (id, url) = deploy_web(&api, &v1);
     let workload = web_process(&v1);
     let server = api.server();
     let deployd = server.wait_daemon_pid("deployd", None, Duration::from_secs(5));
@@ -386,12 +388,7 @@ fn kill_9_of_the_manager_mid_update_completes_the_update_with_one_version_servin
         api: &api,
         versions: vec![v1.clone(), v2.clone()],
     };
-    let first = e2e::workloads::push(&api, "alien-test-web", &v1, &[]);
-    release(&api, web_stack(&first));
-    let id = onboard(&api);
-    let running = wait_status(&api, &id, "running");
-    let url = endpoint(&running, "web");
-    wait_answer(&api, &url, &v1, Duration::from_secs(5));
+    let (id, url) = deploy_web(&api, &v1);
     let second = e2e::workloads::push(&api, "alien-test-web", &v2, &[]);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -466,12 +463,7 @@ fn without_an_oci_runtime_containers_run_as_plain_processes_with_a_port_of_their
     api.server()
         .wait_log_line(Duration::from_secs(30), |line| line.contains(FALLBACK));
 
-    let first = e2e::workloads::push(&api, "alien-test-web", &v1, &[]);
-    release(&api, web_stack(&first));
-    let id = onboard(&api);
-    let running = wait_status(&api, &id, "running");
-    let url = endpoint(&running, "web");
-    wait_answer(&api, &url, &v1, Duration::from_secs(5));
+    let (id, url) = deploy_web(&api, &v1);
     let process = web_process(&v1);
     let uid = if running_as_root() {
         UNPRIVILEGED_UID
