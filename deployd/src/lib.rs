@@ -128,13 +128,15 @@ async fn prepare(
         ctx.data.state_dir(Daemon::Deployd),
         ComputeParts {
             images,
-            launcher: launcher(program.clone()).await?,
-            program,
+            program: program.clone(),
             gateways: Arc::new(Gateways::default()),
             shipper,
             manager_port: ctx.config.server.port,
         },
     ));
+    // What runs is served again before the runtime is probed: after a crash the stable
+    // addresses come back at once, however long the probe takes.
     platform.recover().await;
+    platform.use_launcher(launcher(program).await?);
     Ok((platform, shipping))
 }

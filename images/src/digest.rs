@@ -90,7 +90,13 @@ pub(crate) fn copy_verified(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context(|| format!("reading blob {digest} from {source}")),
+            // The connection broke mid-body: the registry's failure, not the content's.
+            Err(e) => {
+                return Err(Error::Transport {
+                    url: source.to_owned(),
+                    source: Box::new(ureq::Error::Io(e)),
+                });
+            }
         };
         hasher.update(&buffer[..n]);
         total += n as u64;

@@ -68,6 +68,19 @@ pub enum Error {
     CorruptCache { digest: String, reason: String },
 }
 
+impl Error {
+    /// A failure of the registry or the way to it that may pass by itself: no connection, a
+    /// connection broken mid-answer (a registry restarting), or an answer that says "later"
+    /// (5xx, 408, 429). Nothing about the image itself is ever transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attaches what was being done to an I/O error.

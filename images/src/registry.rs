@@ -113,9 +113,9 @@ impl<'a> Session<'a> {
             .into_reader()
             .take(limit + 1)
             .read_to_end(&mut bytes)
-            .map_err(|source| Error::Io {
-                context: format!("reading {url}"),
-                source,
+            .map_err(|source| Error::Transport {
+                url: url.clone(),
+                source: Box::new(ureq::Error::Io(source)),
             })?;
         if bytes.len() as u64 > limit {
             return Err(Error::InvalidManifest {

@@ -4,7 +4,7 @@
 use std::env;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -94,7 +94,7 @@ pub(crate) fn probe(runtime: &Path, probe_binary: &Path) -> Result<(), String> {
     let state = scratch.path().join("state");
     let output = scratch.path().join("output");
     let result = run(runtime, &state, &bundle, &id, &output);
-    let _ = Command::new(runtime)
+    let _ = crate::oci::runtime_command(runtime)
         .arg("--root")
         .arg(&state)
         .args(["delete", "--force", &id])
@@ -105,17 +105,13 @@ pub(crate) fn probe(runtime: &Path, probe_binary: &Path) -> Result<(), String> {
     result
 }
 
-/// Runs the probe container detached, as workloads run, and waits until it stopped: a
-/// foreground `runc run` of a program that exits at once can miss its end under load and wait
-/// forever. A detached container keeps no exit status, so the probe must print its version.
 fn run(runtime: &Path, state: &Path, bundle: &Path, id: &str, output: &Path) -> Result<(), String> {
     let file = File::create(output).map_err(|error| error.to_string())?;
     let err_file = file.try_clone().map_err(|error| error.to_string())?;
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    let child = Command::new(runtime)
+    let mut child = crate::oci::runtime_command(runtime)
         .arg("--root")
         .arg(state)
-        .args(["run", "--detach", "--bundle"])
+        .args(["run", "--bundle"])
         .arg(bundle)
         .arg(id)
         .stdin(Stdio::null())
@@ -123,45 +119,10 @@ fn run(runtime: &Path, state: &Path, bundle: &Path, id: &str, output: &Path) -> 
         .stderr(err_file)
         .spawn()
         .map_err(|error| format!("cannot run it: {error}"))?;
-    let status = wait(child, deadline)?;
-    if !status.success() {
-        return Err(format!("{status}: {}", last_line(output)));
-    }
-    loop {
-        let state = Command::new(runtime)
-            .arg("--root")
-            .arg(state)
-            .args(["state", id])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .map_err(|error| format!("cannot ask for its state: {error}"))?;
-        let stopped = serde_json::from_slice::<serde_json::Value>(&state.stdout)
-            .ok()
-            .and_then(|s| s.get("status").and_then(|v| v.as_str()).map(str::to_owned))
-            .is_none_or(|status| status == "stopped");
-        if stopped {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("no answer within {PROBE_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if last_line(output).is_empty() {
-        return Err("the probe printed nothing: it did not run".to_owned());
-    }
-    Ok(())
-}
-
-/// Waits for `child` until `deadline`, then kills it.
-fn wait(
-    mut child: std::process::Child,
-    deadline: Instant,
-) -> Result<std::process::ExitStatus, String> {
-    loop {
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
+            Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
                 let _ = child.kill();
@@ -170,15 +131,15 @@ fn wait(
             }
             Err(error) => return Err(error.to_string()),
         }
+    };
+    if status.success() {
+        return Ok(());
     }
-}
-
-fn last_line(output: &Path) -> String {
     let text = fs::read_to_string(output).unwrap_or_default();
-    text.lines()
+    let last = text
+        .lines()
         .rev()
         .find(|line| !line.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_owned()
+        .unwrap_or("");
+    Err(format!("{status}: {}", last.trim()))
 }

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use images::{Auth, Image, ImageStore};
@@ -210,9 +210,13 @@ fn parse_quantity(text: &str) -> Option<u64> {
 pub struct Compute {
     root: PathBuf,
     images: Arc<ImageStore>,
-    /// Runs the workloads: an OCI runtime, or plain processes.
-    launcher: Launcher,
-    /// Runs worker runtimes, which are host processes in every case.
+    /// Starts the workloads: an OCI runtime, or plain processes; set once deployd has detected
+    /// which ([`Compute::use_launcher`]). Detecting runs a probe container, which can take
+    /// seconds, and recovery after a restart must not wait for it.
+    launcher: OnceLock<Launcher>,
+    /// Runs worker runtimes, which are host processes in every case. Also adopts, checks and
+    /// stops every workload: those follow the backend each one recorded at its start, so they
+    /// need no detection.
     host: Launcher,
     /// The `alien` executable, which runs worker runtimes.
     program: PathBuf,
@@ -237,7 +241,6 @@ impl std::fmt::Debug for Compute {
 #[derive(Debug)]
 pub struct ComputeParts {
     pub images: Arc<ImageStore>,
-    pub launcher: Launcher,
     pub program: PathBuf,
     pub gateways: Arc<Gateways>,
     pub shipper: Arc<Shipper>,
@@ -249,7 +252,7 @@ impl Compute {
         Compute {
             root,
             images: parts.images,
-            launcher: parts.launcher,
+            launcher: OnceLock::new(),
             host: Launcher::process("worker runtimes are host processes"),
             program: parts.program,
             gateways: parts.gateways,
@@ -259,8 +262,19 @@ impl Compute {
         }
     }
 
-    pub(super) fn launcher(&self) -> &Launcher {
-        &self.launcher
+    /// The backend new workloads start in, from now on; only the first call counts.
+    pub fn use_launcher(&self, launcher: Launcher) {
+        let _ = self.launcher.set(launcher);
+    }
+
+    /// The launcher that starts workloads; an error until it is known.
+    pub(super) fn launcher(&self) -> Result<&Launcher, ResourceError> {
+        self.launcher.get().ok_or_else(|| {
+            ResourceError::retryable(
+                "LOCAL_RUNTIME_UNKNOWN",
+                "The container runtime is still being detected",
+            )
+        })
     }
 
     pub(super) fn host_launcher(&self) -> &Launcher {
@@ -315,7 +329,15 @@ impl Compute {
         blocking(move || {
             images
                 .pull(&reference, &Auth::basic("deployment", token))
-                .map_err(|e| platform_error(format!("Cannot pull {reference}: {e}")))
+                .map_err(|e| {
+                    let message = format!("Cannot pull {reference}: {e}");
+                    // The registry is the manager's own: it restarts, and the step is retried.
+                    if e.is_transient() {
+                        ResourceError::retryable("IMAGE_PULL_FAILED", message)
+                    } else {
+                        platform_error(message)
+                    }
+                })
         })
         .await
     }
@@ -422,7 +444,7 @@ impl Compute {
 
     /// Whether every workload of the version runs.
     async fn running(&self, version: &Version) -> bool {
-        let launcher = self.launcher.clone();
+        let launcher = self.host.clone();
         let dir = version.dir.clone();
         blocking(move || {
             let mut any = false;
@@ -475,7 +497,7 @@ impl Compute {
     }
 
     pub(super) async fn adopt(&self, dir: &Path) -> Result<Workload, ResourceError> {
-        let launcher = self.launcher.clone();
+        let launcher = self.host.clone();
         let dir = dir.to_path_buf();
         blocking(move || {
             launcher
@@ -539,7 +561,7 @@ impl Compute {
     ) -> Result<(), ResourceError> {
         let spec = self.spec(ctx, wanted, image, version)?;
         let workload = self
-            .launch(&self.launcher, spec)
+            .launch(self.launcher()?, spec)
             .await
             .map_err(|e| self.failed(ctx, version, &e.message))?;
         self.wait_healthy(ctx, version, &workload, wanted.health_path.as_deref())
@@ -696,7 +718,9 @@ impl Compute {
 
     /// Whether workloads run in the OCI runtime (with namespaces and the image's root).
     pub(super) fn isolated(&self) -> bool {
-        matches!(self.launcher.backend(), launcher::Backend::Oci { .. })
+        self.launcher
+            .get()
+            .is_some_and(|l| matches!(l.backend(), launcher::Backend::Oci { .. }))
     }
 
     /// Waits until the version answers on its port (an HTTP answer below 500, or a 2xx or
@@ -747,7 +771,7 @@ impl Compute {
     }
 
     async fn exit_code(&self, workload: &Workload) -> Option<i32> {
-        let launcher = self.launcher.clone();
+        let launcher = self.host.clone();
         let workload = workload.clone();
         match tokio::task::spawn_blocking(move || launcher.status(&workload)).await {
             Ok(Ok(Status::Exited { code })) => code,
@@ -780,7 +804,7 @@ impl Compute {
     /// and removes the version's directory.
     pub(super) async fn stop_version(&self, version: &Version, grace: Duration) {
         self.shipper.forget_under(&version.dir);
-        let launcher = self.launcher.clone();
+        let launcher = self.host.clone();
         let dir = version.dir.clone();
         let stopped = tokio::task::spawn_blocking(move || {
             let mut ids = Vec::new();
@@ -962,7 +986,7 @@ impl Compute {
         }
         futures_util::future::join_all(versions.iter().map(|version| async move {
             self.shipper.forget_under(&version.dir);
-            let launcher = self.launcher.clone();
+            let launcher = self.host.clone();
             let dir = version.dir.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 for name in WORKLOAD_DIRS {

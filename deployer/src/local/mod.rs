@@ -53,6 +53,11 @@ impl Local {
         self.compute.recover().await;
     }
 
+    /// The backend new workloads start in (see [`Compute::use_launcher`]).
+    pub fn use_launcher(&self, launcher: launcher::Launcher) {
+        self.compute.use_launcher(launcher);
+    }
+
     /// Stops every workload, `grace` each.
     pub async fn stop_all(&self, grace: std::time::Duration) {
         self.compute.stop_all(grace).await;

@@ -118,7 +118,7 @@ pub(super) async fn start(
         state_dir: version.app_dir(),
     };
     let app = compute
-        .launch(compute.launcher(), app)
+        .launch(compute.launcher()?, app)
         .await
         .map_err(|e| compute.failed(ctx, version, &e.message))?;
     compute.wait_healthy(ctx, version, &app, None).await
