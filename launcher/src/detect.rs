@@ -95,6 +95,8 @@ pub(crate) fn probe(runtime: &Path, probe_binary: &Path) -> Result<(), String> {
     let output = scratch.path().join("output");
     let result = run(runtime, &state, &bundle, &id, &output);
     let _ = Command::new(runtime)
+        .env_clear()
+        .env("PATH", crate::RUNTIME_PATH)
         .arg("--root")
         .arg(&state)
         .args(["delete", "--force", &id])
@@ -109,6 +111,8 @@ fn run(runtime: &Path, state: &Path, bundle: &Path, id: &str, output: &Path) -> 
     let file = File::create(output).map_err(|error| error.to_string())?;
     let err_file = file.try_clone().map_err(|error| error.to_string())?;
     let mut child = Command::new(runtime)
+        .env_clear()
+        .env("PATH", crate::RUNTIME_PATH)
         .arg("--root")
         .arg(state)
         .args(["run", "--bundle"])

@@ -49,6 +49,8 @@ impl Runtime<'_> {
     fn command(&self) -> Command {
         let mut command = Command::new(self.binary);
         command
+            .env_clear()
+            .env("PATH", crate::RUNTIME_PATH)
             .arg("--root")
             .arg(self.state_dir.join(RUNTIME_ROOT))
             .arg("--log")
