@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use e2e::api::{Api, Deployment, Request, string, unique};
 use e2e::commands::{inline, response_bytes, wait_terminal};
-use e2e::procfs::live_processes;
+use e2e::procfs::{ProcInfo, live_processes};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use e2e::server::Options;
 use e2e::telemetry::{Backend, attributes};
 use e2e::wait_for;
@@ -84,9 +86,45 @@ fn version(name: &str) -> String {
     format!("p{}-{name}", std::process::id())
 }
 
-/// Deletes the deployment, waits until its row is gone, and checks that no workload of
-/// `versions` and no worker runtime of the data directory still runs.
-fn delete(api: &Api, id: &str, versions: &[&str]) {
+/// The live processes of the workloads of `versions` and of the worker runtimes of
+/// `data_dir`.
+fn workloads(data_dir: &str, versions: &[String]) -> Vec<ProcInfo> {
+    live_processes()
+        .into_iter()
+        .filter(|p| {
+            versions.iter().any(|v| p.has_args(&["--version", v]))
+                || (p.has_args(&["worker-runtime"]) && p.argv.iter().any(|a| a.contains(data_dir)))
+        })
+        .collect()
+}
+
+/// Kills, when the test ends early, the workloads it started: they outlive the server by
+/// design, and a failed test never reaches its delete.
+struct Leftovers {
+    data_dir: String,
+    versions: Vec<String>,
+}
+
+impl Leftovers {
+    fn of(api: &Api, versions: &[&String]) -> Leftovers {
+        Leftovers {
+            data_dir: api.server().data_dir().display().to_string(),
+            versions: versions.iter().map(|v| (*v).clone()).collect(),
+        }
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for process in workloads(&self.data_dir, &self.versions) {
+            let _ = kill(Pid::from_raw(process.pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Deletes the deployment, waits until its row is gone, and checks that none of the
+/// workloads `leftovers` names still runs.
+fn delete(api: &Api, id: &str, leftovers: &Leftovers) {
     api.expect(
         &Request::post(
             format!("/v1/deployments/{id}/delete"),
@@ -104,14 +142,7 @@ fn delete(api: &Api, id: &str, versions: &[&str]) {
         "the deployment is still there: {:#}",
         api.deployment(id)
     );
-    let data_dir = api.server().data_dir().display().to_string();
-    let left: Vec<_> = live_processes()
-        .into_iter()
-        .filter(|p| {
-            versions.iter().any(|v| p.has_args(&["--version", v]))
-                || (p.has_args(&["worker-runtime"]) && p.argv.iter().any(|a| a.contains(&data_dir)))
-        })
-        .collect();
+    let left = workloads(&leftovers.data_dir, &leftovers.versions);
     assert!(left.is_empty(), "workloads outlived the delete: {left:#?}");
 }
 
@@ -137,6 +168,20 @@ fn get(url: &str) -> Option<(u16, String)> {
     let mut response = agent.get(url).call().ok()?;
     let status = response.status().as_u16();
     Some((status, response.body_mut().read_to_string().ok()?))
+}
+
+/// As root, where runc runs (here and in CI), deployd runs workloads in it, not as plain
+/// processes.
+fn assert_runs_in_the_oci_runtime(api: &Api, deployment: &Value, resource: &str) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    assert_eq!(
+        deployment["stackState"]["resources"][resource]["_internal"]["backend"],
+        "oci",
+        "{resource} does not run in the OCI runtime; server stderr:\n{}",
+        api.server().stderr()
+    );
 }
 
 /// A stack of a worker running `image` that takes commands and links a bucket and a kv.
@@ -200,6 +245,7 @@ fn binding_path(env: &BTreeMap<String, String>, name: &str, field: &str) -> Stri
 fn a_worker_gets_its_environment_takes_commands_and_keeps_its_url_across_an_update() {
     let api = start("");
     let (v1, v2) = (version("v1"), version("v2"));
+    let leftovers = Leftovers::of(&api, &[&v1, &v2]);
     let image = e2e::workloads::push(&api, "alien-test-worker", &v1, &[]);
     let first = release(&api, worker_stack(&image));
     let secret = unique("hunter2");
@@ -212,6 +258,7 @@ fn a_worker_gets_its_environment_takes_commands_and_keeps_its_url_across_an_upda
     );
     let running = wait_running(&api, &deployment.id, &first);
     let url = endpoint(&running, "api");
+    assert_runs_in_the_oci_runtime(&api, &running, "api");
     assert_eq!(
         outputs(&running, "api")["commandsPushTarget"],
         format!("{url}/_alien/commands"),
@@ -285,7 +332,7 @@ fn a_worker_gets_its_environment_takes_commands_and_keeps_its_url_across_an_upda
     let (_, answer) = command(&api, &deployment.id, &json!({"n": 2}));
     assert_eq!(answer, json!({"echo": {"n": 2}, "version": v2}));
 
-    delete(&api, &deployment.id, &[&v1, &v2]);
+    delete(&api, &deployment.id, &leftovers);
     assert!(get(&url).is_none(), "{url} still answers after the delete");
 }
 
@@ -351,6 +398,7 @@ fn a_daemon_answers_on_its_port_and_its_output_reaches_the_backend_as_log_record
     let backend = Backend::start();
     let api = start(&e2e::telemetry::config(Some(&backend.url()), ""));
     let v1 = version("v1");
+    let leftovers = Leftovers::of(&api, &[&v1]);
     let image = e2e::workloads::push(&api, "alien-test-daemon", &v1, &[]);
     let release_id = release(&api, daemon_stack(&image));
     let secret = unique("hunter2");
@@ -362,6 +410,7 @@ fn a_daemon_answers_on_its_port_and_its_output_reaches_the_backend_as_log_record
     let url = endpoint(&running, "ticker");
     assert_eq!(get(&url), Some((200, v1.clone())), "{url}");
     assert_eq!(outputs(&running, "ticker")["running"], true, "{running:#}");
+    assert_runs_in_the_oci_runtime(&api, &running, "ticker");
     let (status, env) = get(&format!("{url}/env")).expect("the daemon's /env");
     assert_eq!(status, 200, "{env}");
     let env: BTreeMap<String, String> = serde_json::from_str(&env).expect("/env is JSON");
@@ -370,7 +419,8 @@ fn a_daemon_answers_on_its_port_and_its_output_reaches_the_backend_as_log_record
         Some(&deployment.id),
         "{env:#?}"
     );
-    assert_eq!(env.get("PORT").map(String::as_str), Some("8080"), "{env:#?}\n{}", api.server().stderr());
+    // In its own network namespace the daemon listens on the port it declares.
+    assert_eq!(env.get("PORT").map(String::as_str), Some("8080"), "{env:#?}");
     // A daemon gets its secrets as plain variables at start; the worker runtime's list of
     // vault-loaded names is not for it.
     assert_eq!(env.get("DB_PASSWORD"), Some(&secret), "{env:#?}");
@@ -405,6 +455,6 @@ fn a_daemon_answers_on_its_port_and_its_output_reaches_the_backend_as_log_record
             .collect::<Vec<_>>()
     );
 
-    delete(&api, &deployment.id, &[&v1]);
+    delete(&api, &deployment.id, &leftovers);
     assert!(get(&url).is_none(), "{url} still answers after the delete");
 }
