@@ -75,7 +75,10 @@ fn the_runtime_runs_with_a_path_and_nothing_else() -> TestResult {
         ),
     )?;
     fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let detected = Launcher::detect_among(&[fake.clone()], std::path::Path::new("/bin/true"));
+    let detected = Launcher::detect_among(
+        std::slice::from_ref(&fake),
+        std::path::Path::new("/bin/true"),
+    );
     assert!(matches!(detected.backend(), Backend::Process { .. }));
     let spec = fixture.spec("recorded", &["/bin/true"]);
     assert!(
@@ -89,7 +92,11 @@ fn the_runtime_runs_with_a_path_and_nothing_else() -> TestResult {
         .map(|run| {
             run.lines()
                 // What the shell running the fake sets itself.
-                .filter(|line| !["PWD=", "SHLVL=", "_=", "OLDPWD="].iter().any(|v| line.starts_with(v)))
+                .filter(|line| {
+                    !["PWD=", "SHLVL=", "_=", "OLDPWD="]
+                        .iter()
+                        .any(|v| line.starts_with(v))
+                })
                 .collect()
         })
         .collect();

@@ -10,11 +10,11 @@ use std::time::Duration;
 use e2e::api::{Api, Deployment, Request, string, unique};
 use e2e::commands::{inline, response_bytes, wait_terminal};
 use e2e::procfs::{ProcInfo, live_processes};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use e2e::server::Options;
 use e2e::telemetry::{Backend, attributes};
 use e2e::wait_for;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use serde_json::{Value, json};
 
@@ -312,7 +312,11 @@ fn a_worker_gets_its_environment_takes_commands_and_keeps_its_url_across_an_upda
         );
     }
     assert_eq!(
-        get(&format!("{url}/exists{}/nothing-here", deployment_dir.display())).map(|(s, _)| s),
+        get(&format!(
+            "{url}/exists{}/nothing-here",
+            deployment_dir.display()
+        ))
+        .map(|(s, _)| s),
         Some(404),
         "the worker's path probe finds what is not there"
     );
@@ -420,7 +424,11 @@ fn a_daemon_answers_on_its_port_and_its_output_reaches_the_backend_as_log_record
         "{env:#?}"
     );
     // In its own network namespace the daemon listens on the port it declares.
-    assert_eq!(env.get("PORT").map(String::as_str), Some("8080"), "{env:#?}");
+    assert_eq!(
+        env.get("PORT").map(String::as_str),
+        Some("8080"),
+        "{env:#?}"
+    );
     // A daemon gets its secrets as plain variables at start; the worker runtime's list of
     // vault-loaded names is not for it.
     assert_eq!(env.get("DB_PASSWORD"), Some(&secret), "{env:#?}");
