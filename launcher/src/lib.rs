@@ -32,6 +32,12 @@ use record::RecordedBackend;
 /// The OCI runtimes tried by [`Launcher::detect`], in order.
 pub const RUNTIMES: [&str; 2] = ["runc", "crun"];
 
+/// The whole environment an OCI runtime is run with. Nothing of the caller's reaches it: a
+/// `NOTIFY_SOCKET` (the supervisor's or systemd's, for the caller's own readiness) makes
+/// `runc` wait for the container to send `READY=1`, which a workload never does.
+pub(crate) const RUNTIME_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What a workload is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

@@ -45,20 +45,11 @@ struct Runtime<'a> {
     state_dir: &'a Path,
 }
 
-/// A command of the runtime `binary`, without the variables of systemd's protocols that
-/// describe the caller. With `NOTIFY_SOCKET` set (the supervisor and systemd set it for
-/// deployd) runc proxies the socket into the container and waits for the container to
-/// send `READY=1`: `run` then never returns for a program that does not speak it.
+/// The OCI runtime, run with [`crate::RUNTIME_PATH`] and nothing else of the caller's
+/// environment.
 pub(crate) fn runtime_command(binary: &Path) -> Command {
     let mut command = Command::new(binary);
-    for name in [
-        "NOTIFY_SOCKET",
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-    ] {
-        command.env_remove(name);
-    }
+    command.env_clear().env("PATH", crate::RUNTIME_PATH);
     command
 }
 

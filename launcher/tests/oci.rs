@@ -58,6 +58,58 @@ fn detection_falls_back_to_processes_with_the_reason() -> TestResult {
     Ok(())
 }
 
+/// The caller's environment never reaches the runtime: a `NOTIFY_SOCKET` there (the
+/// supervisor's, or systemd's) makes runc wait for a `READY=1` no workload sends, and so
+/// detection timed out and fell back to processes under `alien serve`.
+#[test]
+fn the_runtime_runs_with_a_path_and_nothing_else() -> TestResult {
+    let fixture = Fixture::new()?;
+    let seen = fixture.path("runtime-env");
+    let fake = fixture.path("recording-runtime");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nenv >> '{}'\necho --- >> '{}'\necho 'container does not exist' >&2\nexit 1\n",
+            seen.display(),
+            seen.display()
+        ),
+    )?;
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let detected = Launcher::detect_among(
+        std::slice::from_ref(&fake),
+        std::path::Path::new("/bin/true"),
+    );
+    assert!(matches!(detected.backend(), Backend::Process { .. }));
+    let spec = fixture.spec("recorded", &["/bin/true"]);
+    assert!(
+        Launcher::oci(&fake).start(&spec).is_err(),
+        "the fake runtime started something"
+    );
+    let recorded = fs::read_to_string(&seen)?;
+    let runs: Vec<Vec<&str>> = recorded
+        .split("---\n")
+        .filter(|run| !run.is_empty())
+        .map(|run| {
+            run.lines()
+                // What the shell running the fake sets itself.
+                .filter(|line| {
+                    !["PWD=", "SHLVL=", "_=", "OLDPWD="]
+                        .iter()
+                        .any(|v| line.starts_with(v))
+                })
+                .collect()
+        })
+        .collect();
+    assert!(runs.len() >= 2, "the runtime ran {} times", runs.len());
+    for run in runs {
+        assert_eq!(
+            run,
+            ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn detection_picks_a_runtime_that_runs_as_root() {
     let Some(launcher) = launcher() else { return };

@@ -74,6 +74,17 @@ pub fn env_json() -> Answer {
     )
 }
 
+/// `GET /exists/<path>`: 200 with `dir` or `file` when `/<path>` exists where the workload
+/// runs, 404 when not, so tests can see what is mounted inside.
+pub fn exists_answer(path: &str) -> Option<Answer> {
+    let inside = format!("/{}", path.strip_prefix("/exists/")?);
+    Some(match std::fs::metadata(inside) {
+        Ok(meta) if meta.is_dir() => answer(StatusCode::OK, "text/plain", "dir"),
+        Ok(_) => answer(StatusCode::OK, "text/plain", "file"),
+        Err(_) => answer(StatusCode::NOT_FOUND, "text/plain", "missing"),
+    })
+}
+
 /// The plain server's answers: `/` its version, `/health` 200, `/env` its environment.
 pub fn plain_answer(version: &str, request: &Request<Incoming>) -> Answer {
     match request.uri().path() {

@@ -674,6 +674,9 @@ impl Compute {
         let args = Self::command(ctx, wanted.command.as_ref(), image)?;
         let mut mounts = Vec::new();
         let mut env = self.environment(ctx, image, version.private, &mut mounts);
+        // The names a worker's runtime loads from the vault; a container or daemon has its
+        // secrets' values already. It stays in the configuration, so a new value is an update.
+        env.remove("ALIEN_SECRETS");
         if ctx.kind == "container" {
             env.insert(
                 "ALIEN_CURRENT_CONTAINER_BINDING_NAME".into(),

@@ -1,7 +1,8 @@
 //! A worker as an app built with the Rust SDK behaves: connects to the runtime at
 //! `ALIEN_WORKER_GRPC_ADDRESS`, serves HTTP on 127.0.0.1:0 and registers it, registers a
 //! command handler for every name, and runs the tasks it is sent. Every HTTP request is
-//! answered with its version, except `/env` (its environment) and `/redirect` (a 302 to `/`).
+//! answered with its version, except `/env` (its environment), `/exists/<path>` (whether the
+//! path exists inside) and `/redirect` (a 302 to `/`).
 //! A command answers `{"echo": <params>, "version": V}`; the command `fail` answers an error.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -65,6 +66,9 @@ async fn main() {
 
     let version = args.version;
     test_workloads::serve(listener, &mut stop, move |request| {
+        if let Some(answer) = test_workloads::exists_answer(request.uri().path()) {
+            return answer;
+        }
         match request.uri().path() {
             "/env" => test_workloads::env_json(),
             "/redirect" => {
