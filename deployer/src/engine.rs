@@ -51,18 +51,10 @@ pub async fn step<P: Platform>(
     mut state: DeploymentState,
     config: &DeploymentConfig,
 ) -> Step {
-    if state.status.is_failed() && !state.status.is_deleting() {
-        if !state.retry_requested {
-            return Step::now(state);
+    if state.status.is_failed() {
+        if state.retry_requested {
+            retry(&mut state);
         }
-        retry(&mut state);
-        return Step::now(state);
-    }
-    if state.status == Status::DeleteFailed {
-        if !state.retry_requested {
-            return Step::now(state);
-        }
-        retry(&mut state);
         return Step::now(state);
     }
     let result = match state.status {

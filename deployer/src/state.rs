@@ -202,7 +202,8 @@ impl ResourceStatus {
         )
     }
 
-    fn failed(self) -> ResourceStatus {
+    /// The failed status of a resource that was doing `self`.
+    pub fn failed_from(self) -> ResourceStatus {
         match self {
             ResourceStatus::Pending | ResourceStatus::Provisioning => {
                 ResourceStatus::ProvisionFailed
@@ -212,10 +213,5 @@ impl ResourceStatus {
             ResourceStatus::Running => ResourceStatus::RefreshFailed,
             other => other,
         }
-    }
-
-    /// The failed status of a resource that was doing `self`.
-    pub fn failed_from(self) -> ResourceStatus {
-        self.failed()
     }
 }

@@ -49,6 +49,7 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
 }
 pub mod api;
 pub mod commands;
+pub mod deployments;
 pub mod images;
 pub mod registry;
 pub mod small_disk;

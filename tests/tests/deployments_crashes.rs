@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::api::{Api, NewDeployment, Request};
+use e2e::deployments::{LOOPS, endpoint, release, web_stack};
 use e2e::images::{Compression, Entry, Layer, OciImage};
 use e2e::procfs::{self, ProcInfo};
 use e2e::registry::{Oci, REPOSITORY};
@@ -20,7 +21,6 @@ use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_secs(2);
-const CONFIG: &str = "[server]\ndeployment-interval-secs = 1\nheartbeat-interval-secs = 2\n";
 /// How long a version of the test web server takes to start and answer, at most: a runc
 /// container starts in a few hundred milliseconds on the CI machine.
 const START_ALLOWANCE: Duration = Duration::from_secs(3);
@@ -28,7 +28,7 @@ const START_ALLOWANCE: Duration = Duration::from_secs(3);
 fn start(options: Options) -> Api {
     Api::start_with(Options {
         deployment_loops: true,
-        config: Some(CONFIG.into()),
+        config: Some(LOOPS.into()),
         ..options
     })
 }
@@ -57,41 +57,6 @@ const FALLBACK: &str = "no OCI runtime can run containers here";
 /// A version string no other test process uses: `<name>-p<pid>`.
 fn version(name: &str) -> String {
     format!("{name}-p{}", std::process::id())
-}
-
-/// A stack of one container running `image` with an HTTP endpoint on port 8080.
-fn web_stack(image: &str) -> Value {
-    json!({
-        "id": "web-app",
-        "permissions": {"profiles": {"execution": {}}},
-        "resources": {
-            "web": {
-                "config": {
-                    "type": "container", "id": "web", "permissions": "execution",
-                    "code": {"type": "image", "image": image},
-                    "links": [],
-                    "ports": [{"port": 8080}],
-                    "publicEndpoints": [{"name": "default", "port": 8080, "protocol": "http"}],
-                    "cpu": {"min": "0.1", "desired": "0.5"},
-                    "memory": {"min": "64Mi", "desired": "128Mi"}
-                },
-                "lifecycle": "live",
-                "dependencies": []
-            }
-        }
-    })
-}
-
-fn release(api: &Api, stack: Value) -> String {
-    let created = api.expect(
-        &Request::post(
-            "/v1/releases",
-            json!({"projectId": "default", "stack": {"local": stack}}),
-        )
-        .auth(api.admin()),
-        201,
-    );
-    created["id"].as_str().expect("release id").to_owned()
 }
 
 /// The deployment's record, or `None` while the manager does not answer (restarting).
@@ -127,15 +92,6 @@ fn wait_status(api: &Api, id: &str, status: &str) -> Value {
 fn onboard(api: &Api) -> String {
     let group = api.create_group();
     api.create_deployment(&group, NewDeployment::on("local")).id
-}
-
-/// The URL a resource's stack state gives for its default endpoint.
-fn endpoint(deployment: &Value, resource: &str) -> String {
-    let outputs = &deployment["stackState"]["resources"][resource]["outputs"];
-    outputs["publicEndpoints"]["default"]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no URL for {resource}: {deployment:#}"))
-        .to_owned()
 }
 
 fn agent() -> ureq::Agent {

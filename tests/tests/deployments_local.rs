@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use e2e::api::{Api, Group, NewDeployment, Request};
+use e2e::api::{Api, Request};
+use e2e::deployments::{LOOPS, endpoint, onboard, release, web_stack};
 use e2e::server::Options;
 use e2e::wait_for;
 use serde_json::{Value, json};
@@ -13,9 +14,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 fn start() -> Api {
     Api::start_with(Options {
         deployment_loops: true,
-        config: Some(
-            "[server]\ndeployment-interval-secs = 1\nheartbeat-interval-secs = 2\n".into(),
-        ),
+        config: Some(LOOPS.into()),
         ..Options::default()
     })
 }
@@ -31,18 +30,6 @@ fn data_stack() -> Value {
     })
 }
 
-fn release(api: &Api, stack: Value) -> String {
-    let created = api.expect(
-        &Request::post(
-            "/v1/releases",
-            json!({"projectId": "default", "stack": {"local": stack}}),
-        )
-        .auth(api.admin()),
-        201,
-    );
-    created["id"].as_str().expect("release id").to_owned()
-}
-
 /// Waits until the deployment's status is `status`; panics with what it is otherwise.
 fn wait_status(api: &Api, id: &str, status: &str) -> Value {
     let mut last = Value::Null;
@@ -53,17 +40,11 @@ fn wait_status(api: &Api, id: &str, status: &str) -> Value {
     .unwrap_or_else(|| panic!("deployment {id} did not reach {status}: {last:#}"))
 }
 
-fn onboard(api: &Api) -> (Group, e2e::api::Deployment) {
-    let group = api.create_group();
-    let deployment = api.create_deployment(&group, NewDeployment::on("local"));
-    (group, deployment)
-}
-
 #[test]
 fn a_data_stack_reaches_running_and_a_delete_removes_the_row_and_the_directory() {
     let api = start();
     let release_id = release(&api, data_stack());
-    let (_group, deployment) = onboard(&api);
+    let deployment = onboard(&api);
     let running = wait_status(&api, &deployment.id, "running");
     assert_eq!(
         running["currentReleaseId"],
@@ -107,38 +88,6 @@ fn a_data_stack_reaches_running_and_a_delete_removes_the_row_and_the_directory()
     assert!(!dir.exists(), "{} is left after the delete", dir.display());
 }
 
-/// A stack of one container running `image` with an HTTP endpoint on port 8080.
-fn web_stack(image: &str) -> Value {
-    json!({
-        "id": "web-app",
-        "permissions": {"profiles": {"execution": {}}},
-        "resources": {
-            "web": {
-                "config": {
-                    "type": "container", "id": "web", "permissions": "execution",
-                    "code": {"type": "image", "image": image},
-                    "links": [],
-                    "ports": [{"port": 8080}],
-                    "publicEndpoints": [{"name": "default", "port": 8080, "protocol": "http"}],
-                    "cpu": {"min": "0.1", "desired": "0.5"},
-                    "memory": {"min": "64Mi", "desired": "128Mi"}
-                },
-                "lifecycle": "live",
-                "dependencies": []
-            }
-        }
-    })
-}
-
-/// The URL a resource's stack state gives for its default endpoint.
-fn endpoint(deployment: &Value, resource: &str) -> String {
-    let outputs = &deployment["stackState"]["resources"][resource]["outputs"];
-    outputs["publicEndpoints"]["default"]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no URL for {resource}: {deployment:#}"))
-        .to_owned()
-}
-
 fn get(url: &str) -> Option<(u16, String)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -156,7 +105,7 @@ fn a_container_is_served_at_a_stable_address_across_an_update() {
     let api = start();
     let v1 = e2e::workloads::push(&api, "alien-test-web", "v1", &[]);
     release(&api, web_stack(&v1));
-    let (_group, deployment) = onboard(&api);
+    let deployment = onboard(&api);
     let running = wait_status(&api, &deployment.id, "running");
     let url = endpoint(&running, "web");
     assert_eq!(get(&url), Some((200, "v1".to_owned())), "{url}");

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use e2e::api::{Api, Deployment, NewDeployment, Request};
+use e2e::api::{Api, Request};
+use e2e::deployments::{LOOPS, endpoint, onboard, release, web_stack};
 use e2e::procfs::{ProcInfo, live_processes};
 use e2e::server::Options;
 use e2e::wait_for;
@@ -31,9 +32,7 @@ const HAMMER_PAUSE: Duration = Duration::from_millis(10);
 fn start() -> Api {
     Api::start_with(Options {
         deployment_loops: true,
-        config: Some(
-            "[server]\ndeployment-interval-secs = 1\nheartbeat-interval-secs = 2\n".into(),
-        ),
+        config: Some(LOOPS.into()),
         ..Options::default()
     })
 }
@@ -82,47 +81,6 @@ impl Drop for Versions {
     }
 }
 
-fn release(api: &Api, image: &str) -> String {
-    let created = api.expect(
-        &Request::post(
-            "/v1/releases",
-            json!({"projectId": "default", "stack": {"local": web_stack(image)}}),
-        )
-        .auth(api.admin()),
-        201,
-    );
-    created["id"].as_str().expect("release id").to_owned()
-}
-
-/// A stack of one container running `image` with an HTTP endpoint on port 8080.
-fn web_stack(image: &str) -> Value {
-    json!({
-        "id": "web-app",
-        "permissions": {"profiles": {"execution": {}}},
-        "resources": {
-            "web": {
-                "config": {
-                    "type": "container", "id": "web", "permissions": "execution",
-                    "code": {"type": "image", "image": image},
-                    "links": [],
-                    "ports": [{"port": 8080}],
-                    "publicEndpoints": [{"name": "default", "port": 8080, "protocol": "http"}],
-                    "cpu": {"min": "0.1", "desired": "0.5"},
-                    "memory": {"min": "64Mi", "desired": "128Mi"},
-                    "stopGracePeriodSeconds": 5
-                },
-                "lifecycle": "live",
-                "dependencies": []
-            }
-        }
-    })
-}
-
-fn onboard(api: &Api) -> Deployment {
-    let group = api.create_group();
-    api.create_deployment(&group, NewDeployment::on("local"))
-}
-
 /// Waits until `done` holds for the deployment's record; panics with the record otherwise.
 fn wait_record(api: &Api, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
@@ -138,14 +96,6 @@ fn wait_running_on(api: &Api, id: &str, release: &str) -> Value {
     wait_record(api, id, &format!("running on {release}"), |record| {
         record["status"] == "running" && record["currentReleaseId"] == release
     })
-}
-
-/// The URL the web resource's stack state gives for its default endpoint.
-fn endpoint(deployment: &Value) -> String {
-    deployment["stackState"]["resources"]["web"]["outputs"]["publicEndpoints"]["default"]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no URL for web: {deployment:#}"))
-        .to_owned()
 }
 
 fn port_of(url: &str) -> u16 {
@@ -349,19 +299,28 @@ fn five_updates_in_a_row_answer_every_request_of_clients_hammering_the_stable_ad
     let names: Vec<String> = (1..=6).map(|n| versions.v(n)).collect();
     let first = release(
         &api,
-        &e2e::workloads::push(&api, "alien-test-web", &names[0], &[]),
+        web_stack(&e2e::workloads::push(
+            &api,
+            "alien-test-web",
+            &names[0],
+            &[],
+        )),
     );
     let deployment = onboard(&api);
     let running = wait_running_on(&api, &deployment.id, &first);
-    let url = endpoint(&running);
+    let url = endpoint(&running, "web");
     assert_eq!(get(&url), Ok((200, names[0].clone())), "{url}");
 
     let hammer = Hammer::start(port_of(&url), &names);
     for name in &names[1..] {
         let image = e2e::workloads::push(&api, "alien-test-web", name, &[]);
-        let next = release(&api, &image);
+        let next = release(&api, web_stack(&image));
         let updated = wait_running_on(&api, &deployment.id, &next);
-        assert_eq!(endpoint(&updated), url, "the address changed with {name}");
+        assert_eq!(
+            endpoint(&updated, "web"),
+            url,
+            "the address changed with {name}"
+        );
         assert_eq!(get(&url), Ok((200, name.clone())), "{url} after {name}");
     }
     let seen = hammer.finish();
@@ -395,16 +354,16 @@ fn a_broken_release_fails_the_update_leaves_the_last_version_serving_and_retry_a
     let (good, broken, fixed) = (versions.v(1), versions.v(2), versions.v(3));
     let first = release(
         &api,
-        &e2e::workloads::push(&api, "alien-test-web", &good, &[]),
+        web_stack(&e2e::workloads::push(&api, "alien-test-web", &good, &[])),
     );
     let deployment = onboard(&api);
     let id = deployment.id.as_str();
     let running = wait_running_on(&api, id, &first);
-    let url = endpoint(&running);
+    let url = endpoint(&running, "web");
     let hammer = Hammer::start(port_of(&url), &[good.clone(), fixed.clone()]);
 
     let broken_image = e2e::workloads::push(&api, "alien-test-web", &broken, &["--exit-at-start"]);
-    let broken_release = release(&api, &broken_image);
+    let broken_release = release(&api, web_stack(&broken_image));
     let failed = wait_record(&api, id, "update-failed", |record| {
         record["status"] == "update-failed"
     });
@@ -421,7 +380,11 @@ fn a_broken_release_fails_the_update_leaves_the_last_version_serving_and_retry_a
         "the deployment's error does not name the resource: {failed:#}"
     );
     assert_eq!(failed["currentReleaseId"], first.as_str(), "{failed:#}");
-    assert_eq!(endpoint(&failed), url, "the address changed: {failed:#}");
+    assert_eq!(
+        endpoint(&failed, "web"),
+        url,
+        "the address changed: {failed:#}"
+    );
     assert_eq!(
         get(&url),
         Ok((200, good.clone())),
@@ -451,11 +414,11 @@ fn a_broken_release_fails_the_update_leaves_the_last_version_serving_and_retry_a
 
     let fixed_release = release(
         &api,
-        &e2e::workloads::push(&api, "alien-test-web", &fixed, &[]),
+        web_stack(&e2e::workloads::push(&api, "alien-test-web", &fixed, &[])),
     );
     let recovered = wait_running_on(&api, id, &fixed_release);
     assert_eq!(
-        endpoint(&recovered),
+        endpoint(&recovered, "web"),
         url,
         "the address changed: {recovered:#}"
     );
@@ -480,7 +443,7 @@ fn a_broken_release_fails_the_update_leaves_the_last_version_serving_and_retry_a
         "{redeployed:#}"
     );
     assert_eq!(
-        endpoint(&redeployed),
+        endpoint(&redeployed, "web"),
         url,
         "the address changed: {redeployed:#}"
     );
@@ -523,17 +486,17 @@ fn a_delete_stops_every_version_closes_the_stable_address_and_removes_the_direct
     let (v1, v2) = (versions.v(1), versions.v(2));
     let first = release(
         &api,
-        &e2e::workloads::push(&api, "alien-test-web", &v1, &[]),
+        web_stack(&e2e::workloads::push(&api, "alien-test-web", &v1, &[])),
     );
     let deployment = onboard(&api);
     let id = deployment.id.as_str();
     wait_running_on(&api, id, &first);
     let second = release(
         &api,
-        &e2e::workloads::push(&api, "alien-test-web", &v2, &[]),
+        web_stack(&e2e::workloads::push(&api, "alien-test-web", &v2, &[])),
     );
     let running = wait_running_on(&api, id, &second);
-    let url = endpoint(&running);
+    let url = endpoint(&running, "web");
     assert_eq!(get(&url), Ok((200, v2.clone())), "{url}");
     let before = versions.processes();
     assert!(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use e2e::api::{Api, Deployment, Request, string, unique};
 use e2e::commands::{inline, response_bytes, wait_terminal};
+use e2e::deployments::{LOOPS, endpoint, outputs, release};
 use e2e::procfs::{ProcInfo, live_processes};
 use e2e::server::Options;
 use e2e::telemetry::{Backend, attributes};
@@ -19,7 +20,6 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(90);
-const LOOPS: &str = "[server]\ndeployment-interval-secs = 1\nheartbeat-interval-secs = 2\n";
 
 fn start(extra_config: &str) -> Api {
     Api::start_with(Options {
@@ -27,18 +27,6 @@ fn start(extra_config: &str) -> Api {
         config: Some(format!("{LOOPS}{extra_config}")),
         ..Options::default()
     })
-}
-
-fn release(api: &Api, stack: Value) -> String {
-    let created = api.expect(
-        &Request::post(
-            "/v1/releases",
-            json!({"projectId": "default", "stack": {"local": stack}}),
-        )
-        .auth(api.admin()),
-        201,
-    );
-    string(&created, "id")
 }
 
 /// A local push deployment in a new group, with the user's `environment_variables`.
@@ -144,18 +132,6 @@ fn delete(api: &Api, id: &str, leftovers: &Leftovers) {
     );
     let left = workloads(&leftovers.data_dir, &leftovers.versions);
     assert!(left.is_empty(), "workloads outlived the delete: {left:#?}");
-}
-
-fn outputs<'a>(deployment: &'a Value, resource: &str) -> &'a Value {
-    &deployment["stackState"]["resources"][resource]["outputs"]
-}
-
-/// The URL a resource's stack state gives for its default endpoint.
-fn endpoint(deployment: &Value, resource: &str) -> String {
-    outputs(deployment, resource)["publicEndpoints"]["default"]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no URL for {resource}: {deployment:#}"))
-        .to_owned()
 }
 
 fn get(url: &str) -> Option<(u16, String)> {
