@@ -54,48 +54,38 @@ pub struct Loops<P> {
 
 impl<P: Platform + 'static> Loops<P> {
     pub async fn deployment_loop(self: Arc<Self>, interval: Duration) {
-        loop {
-            for _ in 0..DEPLOY_BATCHES {
-                let session = session();
-                // A new release or a redeploy makes a running deployment update-pending in
-                // the manager: running ones are the heartbeat loop's.
-                let acquired = match self.manager.acquire(&session, &WORK, BATCH).await {
-                    Ok(acquired) => acquired,
-                    Err(error) => {
-                        debug!(%error, "cannot take deployments");
-                        break;
-                    }
-                };
-                if acquired.is_empty() {
-                    break;
-                }
-                join_all(
-                    acquired
-                        .into_iter()
-                        .map(|d| self.clone().deploy(session.clone(), d)),
-                )
-                .await;
-                if self.shutdown.is_cancelled() {
-                    return;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = self.shutdown.cancelled() => return,
-            }
-        }
+        // A new release or a redeploy makes a running deployment update-pending in the
+        // manager: running ones are the heartbeat loop's.
+        self.every(interval, &WORK, DEPLOY_BATCHES, Self::deploy)
+            .await;
     }
 
     /// Checks the running deployments at once (a restart of deployd stopped or orphaned their
     /// workloads), then every `interval`.
     pub async fn heartbeat_loop(self: Arc<Self>, interval: Duration) {
+        self.every(interval, &["running"], HEARTBEAT_BATCHES, Self::heartbeat)
+            .await;
+    }
+
+    /// Until shutdown, every `interval`: up to `batches` times, locks up to [`BATCH`]
+    /// deployments in `statuses` and hands each to `work`, at once, until none is left.
+    async fn every<F, W>(
+        self: Arc<Self>,
+        interval: Duration,
+        statuses: &[&str],
+        batches: usize,
+        work: W,
+    ) where
+        W: Fn(Arc<Self>, String, Acquired) -> F,
+        F: std::future::Future<Output = ()>,
+    {
         loop {
-            for _ in 0..HEARTBEAT_BATCHES {
+            for _ in 0..batches {
                 let session = session();
-                let acquired = match self.manager.acquire(&session, &["running"], BATCH).await {
+                let acquired = match self.manager.acquire(&session, statuses, BATCH).await {
                     Ok(acquired) => acquired,
                     Err(error) => {
-                        debug!(%error, "cannot take running deployments");
+                        debug!(%error, ?statuses, "cannot take deployments");
                         break;
                     }
                 };
@@ -105,9 +95,12 @@ impl<P: Platform + 'static> Loops<P> {
                 join_all(
                     acquired
                         .into_iter()
-                        .map(|d| self.clone().heartbeat(session.clone(), d)),
+                        .map(|d| work(self.clone(), session.clone(), d)),
                 )
                 .await;
+                if self.shutdown.is_cancelled() {
+                    return;
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

@@ -59,25 +59,14 @@ pub async fn step<P: Platform>(
     }
     let result = match state.status {
         Status::Pending => begin(platform, deployment_id, &mut state, config).map(|()| None),
-        Status::InitialSetup => {
-            pass(
-                platform,
-                deployment_id,
-                &mut state,
-                config,
-                Some(Lifecycle::Frozen),
-            )
-            .await
-        }
-        Status::Provisioning => {
-            pass(
-                platform,
-                deployment_id,
-                &mut state,
-                config,
-                Some(Lifecycle::Live),
-            )
-            .await
+        // The setup's resources first, then the rest.
+        Status::InitialSetup | Status::Provisioning => {
+            let lifecycle = if state.status == Status::InitialSetup {
+                Lifecycle::Frozen
+            } else {
+                Lifecycle::Live
+            };
+            pass(platform, deployment_id, &mut state, config, Some(lifecycle)).await
         }
         Status::Running => {
             if target_differs(&state) {

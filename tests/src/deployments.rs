@@ -65,3 +65,42 @@ pub fn endpoint(deployment: &Value, resource: &str) -> String {
         .unwrap_or_else(|| panic!("no URL for {resource}: {deployment:#}"))
         .to_owned()
 }
+
+/// How long a delete has to remove the deployment's row.
+const DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `POST /v1/deployments/{id}/delete` (`cleanup`), then waits until the row is gone (the
+/// push loop removes it once everything is torn down).
+pub fn delete(api: &Api, id: &str) {
+    api.expect(
+        &Request::post(
+            format!("/v1/deployments/{id}/delete"),
+            json!({"action": "cleanup"}),
+        )
+        .auth(api.admin()),
+        202,
+    );
+    let gone = crate::wait_for(DELETE_TIMEOUT, || {
+        let reply = api.send(&Request::get(format!("/v1/deployments/{id}")).auth(api.admin()));
+        (reply.status == 404).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the deployment row is still there: {:#}",
+        api.deployment(id)
+    );
+}
+
+/// One GET of `url` on a new connection: the status and the body, or `None` when nothing
+/// answered within 5 s.
+pub fn get(url: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.body_mut().read_to_string().ok()?))
+}

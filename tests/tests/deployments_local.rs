@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use e2e::api::{Api, Request};
-use e2e::deployments::{LOOPS, endpoint, onboard, release, web_stack};
+use e2e::deployments::{LOOPS, endpoint, get, onboard, release, web_stack};
 use e2e::server::Options;
 use e2e::wait_for;
 use serde_json::{Value, json};
@@ -86,18 +86,6 @@ fn a_data_stack_reaches_running_and_a_delete_removes_the_row_and_the_directory()
         api.deployment(&deployment.id)
     );
     assert!(!dir.exists(), "{} is left after the delete", dir.display());
-}
-
-fn get(url: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.body_mut().read_to_string().ok()?))
 }
 
 #[test]

@@ -11,13 +11,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use e2e::api::{Api, Request};
-use e2e::deployments::{LOOPS, endpoint, onboard, release, web_stack};
+use e2e::deployments::{LOOPS, delete, endpoint, onboard, release, web_stack};
 use e2e::procfs::{ProcInfo, live_processes};
 use e2e::server::Options;
 use e2e::wait_for;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// How long one release, update, retry or delete may take.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -103,27 +103,6 @@ fn port_of(url: &str) -> u16 {
         .next()
         .and_then(|port| port.trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("no port in {url}"))
-}
-
-/// Deletes the deployment (`cleanup`) and waits until its row is gone.
-fn delete(api: &Api, id: &str) {
-    api.expect(
-        &Request::post(
-            format!("/v1/deployments/{id}/delete"),
-            json!({"action": "cleanup"}),
-        )
-        .auth(api.admin()),
-        202,
-    );
-    let gone = wait_for(SETTLE, || {
-        let reply = api.send(&Request::get(format!("/v1/deployments/{id}")).auth(api.admin()));
-        (reply.status == 404).then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "the deployment row is still there: {:#}",
-        api.deployment(id)
-    );
 }
 
 /// One `GET /` on `reader`'s connection: the status, the body, and whether the connection

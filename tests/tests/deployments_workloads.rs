@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use e2e::api::{Api, Deployment, Request, string, unique};
 use e2e::commands::{inline, response_bytes, wait_terminal};
-use e2e::deployments::{LOOPS, endpoint, outputs, release};
+use e2e::deployments::{LOOPS, endpoint, get, outputs, release};
 use e2e::procfs::{ProcInfo, live_processes};
 use e2e::server::Options;
 use e2e::telemetry::{Backend, attributes};
@@ -113,37 +113,9 @@ impl Drop for Leftovers {
 /// Deletes the deployment, waits until its row is gone, and checks that none of the
 /// workloads `leftovers` names still runs.
 fn delete(api: &Api, id: &str, leftovers: &Leftovers) {
-    api.expect(
-        &Request::post(
-            format!("/v1/deployments/{id}/delete"),
-            json!({"action": "cleanup"}),
-        )
-        .auth(api.admin()),
-        202,
-    );
-    let gone = wait_for(SETTLE, || {
-        let reply = api.send(&Request::get(format!("/v1/deployments/{id}")).auth(api.admin()));
-        (reply.status == 404).then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "the deployment is still there: {:#}",
-        api.deployment(id)
-    );
+    e2e::deployments::delete(api, id);
     let left = workloads(&leftovers.data_dir, &leftovers.versions);
     assert!(left.is_empty(), "workloads outlived the delete: {left:#?}");
-}
-
-fn get(url: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.body_mut().read_to_string().ok()?))
 }
 
 /// As root, where runc runs (here and in CI), deployd runs workloads in it, not as plain
