@@ -114,3 +114,34 @@ fn a_container_is_served_at_a_stable_address_across_an_update() {
     assert_eq!(endpoint(&updated, "web"), url, "the address changed");
     assert_eq!(get(&url), Some((200, "v2".to_owned())), "{url}");
 }
+
+/// Ours: a worker whose image never speaks the runtime protocol but listens on `PORT` is
+/// served at its stable address like one that registers.
+#[test]
+fn a_worker_image_that_only_listens_on_port_is_served() {
+    let api = start();
+    let image = e2e::workloads::push(&api, "alien-test-web", "plain-worker", &[]);
+    release(
+        &api,
+        json!({
+            "id": "plain",
+            "permissions": {"profiles": {"execution": {}}},
+            "resources": {
+                "api": {
+                    "config": {
+                        "type": "worker", "id": "api", "permissions": "execution",
+                        "code": {"type": "image", "image": image},
+                        "links": [], "triggers": []
+                    },
+                    "lifecycle": "live",
+                    "dependencies": []
+                }
+            }
+        }),
+    );
+    let deployment = onboard(&api);
+    let running = wait_status(&api, &deployment.id, "running");
+    let url = endpoint(&running, "api");
+    assert_eq!(get(&url), Some((200, "plain-worker".to_owned())), "{url}");
+    e2e::deployments::delete(&api, &deployment.id);
+}

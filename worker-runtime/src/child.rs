@@ -30,8 +30,13 @@ const REMOVED: [&str; 4] = [
 /// What the OCI runtime itself is started with: just enough to find its helpers.
 const RUNTIME_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The app's environment: `given`, without [`REMOVED`], with the protocol's variables.
-pub fn app_env(given: &BTreeMap<String, String>, grpc_port: u16) -> BTreeMap<String, String> {
+/// The app's environment: `given`, without [`REMOVED`], with the protocol's variables, and
+/// `PORT` when the runtime serves a plain image at `plain_port` too.
+pub fn app_env(
+    given: &BTreeMap<String, String>,
+    grpc_port: u16,
+    plain_port: Option<u16>,
+) -> BTreeMap<String, String> {
     let address = format!("127.0.0.1:{grpc_port}");
     let mut env: BTreeMap<String, String> = given
         .iter()
@@ -41,6 +46,9 @@ pub fn app_env(given: &BTreeMap<String, String>, grpc_port: u16) -> BTreeMap<Str
     env.insert("ALIEN_WORKER_GRPC_ADDRESS".into(), address.clone());
     env.insert("ALIEN_BINDINGS_GRPC_ADDRESS".into(), address);
     env.insert("ALIEN_TRANSPORT".into(), "local".into());
+    if let Some(port) = plain_port {
+        env.insert("PORT".into(), port.to_string());
+    }
     env
 }
 
@@ -191,7 +199,7 @@ fn prepare(config: &RuntimeConfig) -> io::Result<Prepared> {
                 .args(args)
                 .current_dir(cwd)
                 .env_clear()
-                .envs(app_env(env, config.grpc_port));
+                .envs(app_env(env, config.grpc_port, config.plain_port));
             (command, None)
         }
         App::OciBundle {
@@ -199,7 +207,7 @@ fn prepare(config: &RuntimeConfig) -> io::Result<Prepared> {
             bundle,
             container_id,
         } => {
-            write_bundle_env(bundle, config.grpc_port)?;
+            write_bundle_env(bundle, config.grpc_port, config.plain_port)?;
             // A container of this id left by a runtime that was killed would make `run` fail.
             std::process::Command::new(runtime)
                 .args(["delete", "--force", container_id])
@@ -233,7 +241,7 @@ fn prepare(config: &RuntimeConfig) -> io::Result<Prepared> {
 
 /// Puts the protocol's variables into `<bundle>/config.json` `process.env`, rewritten
 /// atomically (temp file, fsync, rename) so a crash never leaves half a config.
-fn write_bundle_env(bundle: &Path, grpc_port: u16) -> io::Result<()> {
+fn write_bundle_env(bundle: &Path, grpc_port: u16, plain_port: Option<u16>) -> io::Result<()> {
     let path = bundle.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)
         .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
@@ -250,7 +258,7 @@ fn write_bundle_env(bundle: &Path, grpc_port: u16) -> io::Result<()> {
         .filter_map(|entry| entry.split_once('='))
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
-    let env: Vec<serde_json::Value> = app_env(&given, grpc_port)
+    let env: Vec<serde_json::Value> = app_env(&given, grpc_port, plain_port)
         .into_iter()
         .map(|(key, value)| format!("{key}={value}").into())
         .collect();
@@ -273,7 +281,7 @@ mod tests {
             ("ALIEN_RUNTIME_SECRETS".to_owned(), "{}".to_owned()),
             ("ALIEN_TRANSPORT".to_owned(), "http".to_owned()),
         ]);
-        let env = app_env(&given, 4242);
+        let env = app_env(&given, 4242, None);
         let expected = BTreeMap::from([
             ("FOO".to_owned(), "bar".to_owned()),
             (

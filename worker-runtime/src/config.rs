@@ -24,6 +24,11 @@ pub struct RuntimeConfig {
     pub grpc_port: u16,
     /// The worker's HTTP address (the proxy and `/_alien/commands`), on 127.0.0.1.
     pub transport_port: u16,
+    /// Ours: the app gets `PORT` set to it, and while it has registered no HTTP server the
+    /// proxy forwards there, so that a plain image that listens on `PORT` and never speaks
+    /// the runtime protocol is served too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_port: Option<u16>,
     /// Enables `POST /_alien/commands`: the bearer a push must carry, and the bearer of the
     /// response the runtime submits. Never passed to the app.
     #[serde(default)]
@@ -45,6 +50,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("timeout_seconds", &self.timeout_seconds)
             .field("grpc_port", &self.grpc_port)
             .field("transport_port", &self.transport_port)
+            .field("plain_port", &self.plain_port)
             .field(
                 "commands_token",
                 &self.commands_token.as_ref().map(|_| "<secret>"),
@@ -145,6 +151,11 @@ impl RuntimeConfig {
         if self.grpc_port == 0 || self.transport_port == 0 || self.grpc_port == self.transport_port
         {
             return bad("grpcPort and transportPort must be two distinct non-zero ports".into());
+        }
+        if let Some(plain) = self.plain_port
+            && (plain == 0 || plain == self.grpc_port || plain == self.transport_port)
+        {
+            return bad("plainPort must be a non-zero port of its own".into());
         }
         match &self.app {
             App::Process { argv, .. } if argv.is_empty() => bad("app.process.argv is empty".into()),

@@ -128,7 +128,12 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
         },
         stopping.clone(),
     ));
-    let proxy = Arc::new(Proxy::new(hub.clone(), commands.clone(), stopping.clone()));
+    let proxy = Arc::new(Proxy::new(
+        hub.clone(),
+        commands.clone(),
+        stopping.clone(),
+        config.plain_port,
+    ));
     let proxy = tokio::spawn(proxy.serve(transport_listener));
 
     let mut app = match &config.app {
@@ -158,9 +163,18 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
         let hub = hub.clone();
         let path = config.state_file.clone();
         let mut state = state.clone();
+        let plain_port = config.plain_port;
         tokio::spawn(async move {
-            wait_logging(hub.registered(), "RegisterHttpServer").await;
-            wait_logging(hub.subscribed(), "WaitForTasks").await;
+            let registered = async {
+                wait_logging(hub.registered(), "RegisterHttpServer").await;
+                wait_logging(hub.subscribed(), "WaitForTasks").await;
+            };
+            // A plain image is ready once it listens; an SDK app once it registered and
+            // subscribed, whichever comes first.
+            tokio::select! {
+                () = registered => {}
+                () = listening(plain_port) => {}
+            }
             state.ready = true;
             if let Err(error) = write_state(&path, state).await {
                 tracing::error!(%error, "cannot record that the app is ready");
@@ -207,6 +221,19 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
     // Streams to an app that is gone end with its connections; do not wait on a stuck one.
     let _ = tokio::time::timeout(Duration::from_secs(1), grpc).await;
     result
+}
+
+/// Resolves once something accepts connections on `port` (polled); never without a port.
+async fn listening(port: Option<u16>) {
+    let Some(port) = port else {
+        return std::future::pending().await;
+    };
+    while tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Resolves when the app the runtime started exits; never for an app the caller runs.

@@ -72,10 +72,17 @@ pub struct Proxy {
     /// Never follows redirects: the app's 3xx goes back to the client as it is.
     client: Client<HttpConnector, Incoming>,
     stopping: CancellationToken,
+    /// Where a plain image listens while no HTTP server is registered.
+    plain_port: Option<u16>,
 }
 
 impl Proxy {
-    pub fn new(hub: Arc<Hub>, commands: Arc<Commands>, stopping: CancellationToken) -> Proxy {
+    pub fn new(
+        hub: Arc<Hub>,
+        commands: Arc<Commands>,
+        stopping: CancellationToken,
+        plain_port: Option<u16>,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -85,6 +92,7 @@ impl Proxy {
             commands,
             client,
             stopping,
+            plain_port,
         }
     }
 
@@ -99,7 +107,7 @@ impl Proxy {
         if self.stopping.is_cancelled() {
             return text(StatusCode::SERVICE_UNAVAILABLE, "Runtime is shutting down");
         }
-        let Some(port) = self.hub.app_port() else {
+        let Some(port) = self.hub.app_port().or(self.plain_port) else {
             return text(StatusCode::SERVICE_UNAVAILABLE, "No application registered");
         };
         self.forward(request, port).await

@@ -37,6 +37,8 @@ pub(super) async fn start(
         .port
         .ok_or_else(|| platform_error("a worker version needs a transport port"))?;
     let grpc_port = free_port().await?;
+    // Where a plain image that never registers listens (`PORT`).
+    let plain_port = free_port().await?;
     let timeout_seconds = ctx
         .config
         .get("timeoutSeconds")
@@ -48,6 +50,7 @@ pub(super) async fn start(
         timeout_seconds,
         grpc_port,
         transport_port,
+        plain_port: Some(plain_port),
         commands_token: ctx.secrets.get("ALIEN_COMMANDS_TOKEN").cloned(),
         app: App::External,
         stdout: version.dir.join("stdout.log"),
@@ -95,7 +98,7 @@ pub(super) async fn start(
         "ALIEN_WORKER_TIMEOUT_SECONDS".into(),
         timeout_seconds.to_string(),
     );
-    let env = worker_runtime::app_env(&given, grpc_port);
+    let env = worker_runtime::app_env(&given, grpc_port, Some(plain_port));
     let app = WorkloadSpec {
         id: workload_id(ctx, version, "app"),
         rootfs: image.rootfs.clone(),
