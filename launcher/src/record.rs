@@ -1,8 +1,7 @@
 //! What `start` records in the state directory, so that a launcher in a restarted caller can
 //! find, query and stop the workload.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -97,14 +96,7 @@ impl Workload {
     }
 }
 
-/// Temp file, fsync, rename, fsync of the directory: a record we act on survives a crash.
+/// A record we act on, replaced so that it survives a crash ([`plumbing::durable::replace`]).
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let temp = path.with_extension("tmp");
-    let mut file = File::create(&temp).at(&temp)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .at(&temp)?;
-    fs::rename(&temp, path).at(path)?;
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+    plumbing::durable::replace(path, bytes).at(path)
 }

@@ -12,6 +12,7 @@
 pub mod clock;
 pub mod config;
 pub mod disk;
+pub mod durable;
 pub mod envelope;
 pub mod fd_limit;
 pub mod layout;

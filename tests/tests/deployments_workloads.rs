@@ -118,6 +118,13 @@ fn delete(api: &Api, id: &str, leftovers: &Leftovers) {
     assert!(left.is_empty(), "workloads outlived the delete: {left:#?}");
 }
 
+/// The environment the test workload at `url` runs with (its `/env` answer).
+fn environment(url: &str) -> BTreeMap<String, String> {
+    let (status, env) = get(&format!("{url}/env")).expect("the workload's /env");
+    assert_eq!(status, 200, "{env}");
+    serde_json::from_str(&env).expect("/env is JSON")
+}
+
 /// As root, where runc runs (here and in CI), deployd runs workloads in it, not as plain
 /// processes.
 fn assert_runs_in_the_oci_runtime(api: &Api, deployment: &Value, resource: &str) {
@@ -218,9 +225,7 @@ fn a_worker_gets_its_environment_takes_commands_and_keeps_its_url_across_an_upda
         "the secret's value is in the deployment's record: {running:#}"
     );
 
-    let (status, env) = get(&format!("{url}/env")).expect("the worker's /env");
-    assert_eq!(status, 200, "{env}");
-    let env: BTreeMap<String, String> = serde_json::from_str(&env).expect("/env is JSON");
+    let env = environment(&url);
     assert_eq!(
         env.get("ALIEN_DEPLOYMENT_ID"),
         Some(&deployment.id),
@@ -363,9 +368,7 @@ fn a_daemon_answers_on_its_port_and_its_output_reaches_the_backend_as_log_record
     assert_eq!(get(&url), Some((200, v1.clone())), "{url}");
     assert_eq!(outputs(&running, "ticker")["running"], true, "{running:#}");
     assert_runs_in_the_oci_runtime(&api, &running, "ticker");
-    let (status, env) = get(&format!("{url}/env")).expect("the daemon's /env");
-    assert_eq!(status, 200, "{env}");
-    let env: BTreeMap<String, String> = serde_json::from_str(&env).expect("/env is JSON");
+    let env = environment(&url);
     assert_eq!(
         env.get("ALIEN_DEPLOYMENT_ID"),
         Some(&deployment.id),

@@ -264,7 +264,7 @@ fn write_bundle_env(bundle: &Path, grpc_port: u16, plain_port: Option<u16>) -> i
         .collect();
     process.insert("env".into(), env.into());
     let bytes = serde_json::to_vec_pretty(&spec).map_err(io::Error::other)?;
-    crate::state::write_atomically(&path, &bytes)
+    plumbing::durable::replace(&path, &bytes)
 }
 
 #[cfg(test)]

@@ -13,8 +13,6 @@
 //! launcher adopts from the version's directory (`v<n>/`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -109,19 +107,6 @@ pub(super) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(platform_error(format!("a blocking task stopped: {e}"))))
-}
-
-/// Temp file, fsync, rename, fsync of the directory: a crash leaves the old file or the new.
-pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension("tmp");
-    let mut file = File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    if let Some(parent) = path.parent() {
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn wanted(ctx: &ResourceContext) -> Result<Wanted, ResourceError> {
@@ -312,7 +297,7 @@ impl Compute {
         let bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| platform_error(format!("cannot encode {}: {e}", path.display())))?;
         blocking(move || {
-            write_atomically(&path, &bytes)
+            plumbing::durable::replace(&path, &bytes)
                 .map_err(|e| platform_error(format!("cannot write {}: {e}", path.display())))
         })
         .await
@@ -810,13 +795,7 @@ impl Compute {
         let launcher = self.host.clone();
         let dir = version.dir.clone();
         let stopped = tokio::task::spawn_blocking(move || {
-            let mut ids = Vec::new();
-            for name in WORKLOAD_DIRS {
-                if let Ok(workload) = launcher.adopt(&dir.join(name)) {
-                    ids.push(workload.id.clone());
-                    launcher.stop(&workload, grace).map_err(|e| e.to_string())?;
-                }
-            }
+            let ids = stop_workloads(&launcher, &dir, grace)?;
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => Ok(ids),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ids),
@@ -981,7 +960,7 @@ impl Compute {
     /// deployd's gateways anyway); their records stay, so the next start brings them back.
     pub async fn stop_all(&self, grace: Duration) {
         let mut versions = Vec::new();
-        for resource in self.resource_dirs() {
+        for (_, _, resource) in self.resource_dirs() {
             let Ok(record) = self.load(&resource).await else {
                 continue;
             };
@@ -991,36 +970,22 @@ impl Compute {
             self.shipper.forget_under(&version.dir);
             let launcher = self.host.clone();
             let dir = version.dir.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                for name in WORKLOAD_DIRS {
-                    if let Ok(workload) = launcher.adopt(&dir.join(name)) {
-                        let _ = launcher.stop(&workload, grace);
-                    }
-                }
-            })
-            .await;
+            let stopped =
+                tokio::task::spawn_blocking(move || stop_workloads(&launcher, &dir, grace)).await;
+            if let Ok(Err(error)) = stopped {
+                warn!(dir = %version.dir.display(), %error, "cannot stop a version");
+            }
         }))
         .await;
     }
 
-    /// Every `compute/<id>` directory of every deployment.
-    fn resource_dirs(&self) -> Vec<PathBuf> {
+    /// Every `<deployment>/compute/<resource>` directory: the deployment's id, the
+    /// resource's id, the directory.
+    fn resource_dirs(&self) -> Vec<(String, String, PathBuf)> {
         let Ok(deployments) = std::fs::read_dir(&self.root) else {
             return Vec::new();
         };
-        deployments
-            .flatten()
-            .filter_map(|d| std::fs::read_dir(d.path().join("compute")).ok())
-            .flat_map(|resources| resources.flatten().map(|r| r.path()))
-            .collect()
-    }
-
-    /// After a restart of deployd: every active version behind its stable address again, and
-    /// whatever an interrupted step started and never switched to, stopped.
-    pub async fn recover(&self) {
-        let Ok(deployments) = std::fs::read_dir(&self.root) else {
-            return;
-        };
+        let mut found = Vec::new();
         for deployment in deployments.flatten() {
             let deployment_id = deployment.file_name().to_string_lossy().into_owned();
             let Ok(resources) = std::fs::read_dir(deployment.path().join("compute")) else {
@@ -1028,34 +993,55 @@ impl Compute {
             };
             for resource in resources.flatten() {
                 let id = resource.file_name().to_string_lossy().into_owned();
-                let dir = resource.path();
-                let Ok(record) = self.load(&dir).await else {
-                    continue;
-                };
-                let keep = record.active.as_ref().map(|a| a.dir.clone());
-                self.sweep(&dir, keep.as_deref()).await;
-                let Some(active) = record.active else {
-                    continue;
-                };
-                self.follow_output(&deployment_id, &id, &active);
-                let Ok(app) = self.adopt(&active.app_dir()).await else {
-                    continue;
-                };
-                self.bridge(&app).await;
-                if let Some(port) = active.port {
-                    let key = Self::key(&deployment_id, &id);
-                    match self.gateways.open(&key, record.stable_port).await {
-                        Ok(_) => {
-                            if let Ok(backend) = backend(&app, &active, port) {
-                                self.gateways.switch(&key, backend);
-                            }
+                found.push((deployment_id.clone(), id, resource.path()));
+            }
+        }
+        found
+    }
+
+    /// After a restart of deployd: every active version behind its stable address again, and
+    /// whatever an interrupted step started and never switched to, stopped.
+    pub async fn recover(&self) {
+        for (deployment_id, id, dir) in self.resource_dirs() {
+            let Ok(record) = self.load(&dir).await else {
+                continue;
+            };
+            let keep = record.active.as_ref().map(|a| a.dir.clone());
+            self.sweep(&dir, keep.as_deref()).await;
+            let Some(active) = record.active else {
+                continue;
+            };
+            self.follow_output(&deployment_id, &id, &active);
+            let Ok(app) = self.adopt(&active.app_dir()).await else {
+                continue;
+            };
+            self.bridge(&app).await;
+            if let Some(port) = active.port {
+                let key = Self::key(&deployment_id, &id);
+                match self.gateways.open(&key, record.stable_port).await {
+                    Ok(_) => {
+                        if let Ok(backend) = backend(&app, &active, port) {
+                            self.gateways.switch(&key, backend);
                         }
-                        Err(error) => warn!(%key, %error, "cannot reopen the stable address"),
                     }
+                    Err(error) => warn!(%key, %error, "cannot reopen the stable address"),
                 }
             }
         }
     }
+}
+
+/// Stops the workloads of the version in `dir`, a worker's runtime first (it drains its
+/// commands); returns their ids. Blocking.
+fn stop_workloads(launcher: &Launcher, dir: &Path, grace: Duration) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for name in WORKLOAD_DIRS {
+        if let Ok(workload) = launcher.adopt(&dir.join(name)) {
+            launcher.stop(&workload, grace).map_err(|e| e.to_string())?;
+            ids.push(workload.id);
+        }
+    }
+    Ok(ids)
 }
 
 /// A host-wide unique name for one workload of a version (`app` or `runtime`).

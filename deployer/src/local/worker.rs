@@ -5,7 +5,6 @@
 //! two are detached from deployd and from each other: a crash of one leaves the other to be
 //! adopted or replaced.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -137,19 +136,9 @@ async fn write_config(path: &Path, config: &RuntimeConfig) -> Result<(), Resourc
             std::fs::create_dir_all(dir)
                 .map_err(|e| platform_error(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let temp = path.with_extension("tmp");
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .and_then(|mut file| {
-                std::io::Write::write_all(&mut file, &bytes)?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&temp, &path));
-        written.map_err(|e| platform_error(format!("cannot write {}: {e}", path.display())))
+        // 0600, as every file the durable write makes.
+        plumbing::durable::replace(&path, &bytes)
+            .map_err(|e| platform_error(format!("cannot write {}: {e}", path.display())))
     })
     .await
 }
