@@ -1,10 +1,18 @@
 //! What the end-to-end tests of push deployments on `local` share: deployd's loops turned on
-//! and fast, a release of one stack, a web container's stack, and the URLs in a deployment's
-//! stack state.
+//! and fast, a release of one stack, a web container's stack, the URLs in a deployment's
+//! stack state, and the test workloads a test leaves behind.
 
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::api::{Api, Deployment, NewDeployment, Request};
+use crate::procfs::{ProcInfo, live_processes};
+
+/// How long a deployment has to reach a release.
+const SETTLE: Duration = Duration::from_secs(90);
 
 /// deployd's loops every second (deployments) and every two seconds (heartbeats).
 pub const LOOPS: &str = "[server]\ndeployment-interval-secs = 1\nheartbeat-interval-secs = 2\n";
@@ -103,4 +111,72 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     let mut response = agent.get(url).call().ok()?;
     let status = response.status().as_u16();
     Some((status, response.body_mut().read_to_string().ok()?))
+}
+
+/// Waits until the deployment runs `release_id`; panics with its record otherwise.
+pub fn wait_running(api: &Api, id: &str, release_id: &str) -> Value {
+    let mut last = Value::Null;
+    crate::wait_for(SETTLE, || {
+        last = api.deployment(id);
+        (last["status"] == "running" && last["currentReleaseId"] == release_id)
+            .then(|| last.clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "deployment {id} did not run {release_id}: {last:#}\nserver stderr:\n{}",
+            api.server().stderr()
+        )
+    })
+}
+
+/// A version string no other test process uses, so its workloads can be told apart.
+pub fn version(name: &str) -> String {
+    format!("p{}-{name}", std::process::id())
+}
+
+/// The live processes of the workloads of `versions` and of the worker runtimes of
+/// `data_dir`.
+pub fn workloads(data_dir: &str, versions: &[String]) -> Vec<ProcInfo> {
+    live_processes()
+        .into_iter()
+        .filter(|p| {
+            versions.iter().any(|v| p.has_args(&["--version", v]))
+                || (p.has_args(&["worker-runtime"]) && p.argv.iter().any(|a| a.contains(data_dir)))
+        })
+        .collect()
+}
+
+/// Kills, when the test ends early, the workloads it started: they outlive the server by
+/// design, and a failed test never reaches its delete.
+#[derive(Debug)]
+pub struct Leftovers {
+    data_dir: String,
+    versions: Vec<String>,
+}
+
+impl Leftovers {
+    pub fn of(api: &Api, versions: &[&String]) -> Leftovers {
+        Leftovers {
+            data_dir: api.server().data_dir().display().to_string(),
+            versions: versions.iter().map(|v| (*v).clone()).collect(),
+        }
+    }
+}
+
+impl Leftovers {
+    /// Deletes the deployment, waits until its row is gone, and checks that none of the
+    /// workloads still runs.
+    pub fn delete(&self, api: &Api, id: &str) {
+        delete(api, id);
+        let left = workloads(&self.data_dir, &self.versions);
+        assert!(left.is_empty(), "workloads outlived the delete: {left:#?}");
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for process in workloads(&self.data_dir, &self.versions) {
+            let _ = kill(Pid::from_raw(process.pid), Signal::SIGKILL);
+        }
+    }
 }

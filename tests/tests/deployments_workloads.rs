@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use e2e::api::{Api, Deployment, Request, string, unique};
 use e2e::commands::{inline, response_bytes, wait_terminal};
-use e2e::deployments::{LOOPS, endpoint, get, outputs, release};
-use e2e::procfs::{ProcInfo, live_processes};
+use e2e::deployments::{LOOPS, Leftovers, endpoint, get, outputs, release, version, wait_running};
 use e2e::server::Options;
 use e2e::telemetry::{Backend, attributes};
 use e2e::wait_for;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use serde_json::{Value, json};
 
@@ -51,71 +48,6 @@ fn onboard(api: &Api, environment_variables: Value) -> Deployment {
         platform: "local".into(),
         token: string(&created, "token"),
     }
-}
-
-/// Waits until the deployment runs `release_id`; panics with its record otherwise.
-fn wait_running(api: &Api, id: &str, release_id: &str) -> Value {
-    let mut last = Value::Null;
-    wait_for(SETTLE, || {
-        last = api.deployment(id);
-        (last["status"] == "running" && last["currentReleaseId"] == release_id)
-            .then(|| last.clone())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "deployment {id} did not run {release_id}: {last:#}\nserver stderr:\n{}",
-            api.server().stderr()
-        )
-    })
-}
-
-/// A version string no other test process uses, so its workloads can be told apart.
-fn version(name: &str) -> String {
-    format!("p{}-{name}", std::process::id())
-}
-
-/// The live processes of the workloads of `versions` and of the worker runtimes of
-/// `data_dir`.
-fn workloads(data_dir: &str, versions: &[String]) -> Vec<ProcInfo> {
-    live_processes()
-        .into_iter()
-        .filter(|p| {
-            versions.iter().any(|v| p.has_args(&["--version", v]))
-                || (p.has_args(&["worker-runtime"]) && p.argv.iter().any(|a| a.contains(data_dir)))
-        })
-        .collect()
-}
-
-/// Kills, when the test ends early, the workloads it started: they outlive the server by
-/// design, and a failed test never reaches its delete.
-struct Leftovers {
-    data_dir: String,
-    versions: Vec<String>,
-}
-
-impl Leftovers {
-    fn of(api: &Api, versions: &[&String]) -> Leftovers {
-        Leftovers {
-            data_dir: api.server().data_dir().display().to_string(),
-            versions: versions.iter().map(|v| (*v).clone()).collect(),
-        }
-    }
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        for process in workloads(&self.data_dir, &self.versions) {
-            let _ = kill(Pid::from_raw(process.pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Deletes the deployment, waits until its row is gone, and checks that none of the
-/// workloads `leftovers` names still runs.
-fn delete(api: &Api, id: &str, leftovers: &Leftovers) {
-    e2e::deployments::delete(api, id);
-    let left = workloads(&leftovers.data_dir, &leftovers.versions);
-    assert!(left.is_empty(), "workloads outlived the delete: {left:#?}");
 }
 
 /// The environment the test workload at `url` runs with (its `/env` answer).
@@ -289,7 +221,7 @@ fn a_worker_gets_its_environment_takes_commands_and_keeps_its_url_across_an_upda
     let (_, answer) = command(&api, &deployment.id, &json!({"n": 2}));
     assert_eq!(answer, json!({"echo": {"n": 2}, "version": v2}));
 
-    delete(&api, &deployment.id, &leftovers);
+    leftovers.delete(&api, &deployment.id);
     assert!(get(&url).is_none(), "{url} still answers after the delete");
 }
 
@@ -414,6 +346,6 @@ fn a_daemon_answers_on_its_port_and_its_output_reaches_the_backend_as_log_record
             .collect::<Vec<_>>()
     );
 
-    delete(&api, &deployment.id, &leftovers);
+    leftovers.delete(&api, &deployment.id);
     assert!(get(&url).is_none(), "{url} still answers after the delete");
 }

@@ -40,6 +40,32 @@ pub struct RuntimeConfig {
     pub stderr: PathBuf,
     /// Where the runtime keeps [`crate::RuntimeState`] for a caller that restarts.
     pub state_file: PathBuf,
+    /// What else invokes the app: the worker's queue, storage and schedule triggers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerSource>,
+}
+
+/// One trigger of the worker, with where its source lives on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum TriggerSource {
+    /// Each message of the queue resource `queue`, whose store is in `dir`.
+    Queue { queue: String, dir: PathBuf },
+    /// Objects created or deleted under `dir`, the root of the storage resource `storage`;
+    /// only the event types in `events` (all when empty).
+    Storage {
+        storage: String,
+        dir: PathBuf,
+        events: Vec<String>,
+    },
+    /// A 5-field cron expression (UTC); `state_dir` keeps the last fire time, shared by the
+    /// worker's versions so that none fires a time another one did.
+    Schedule { cron: String, state_dir: PathBuf },
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -59,6 +85,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("stdout", &self.stdout)
             .field("stderr", &self.stderr)
             .field("state_file", &self.state_file)
+            .field("triggers", &self.triggers)
             .finish()
     }
 }
@@ -158,12 +185,21 @@ impl RuntimeConfig {
             return bad("plainPort must be a non-zero port of its own".into());
         }
         match &self.app {
-            App::Process { argv, .. } if argv.is_empty() => bad("app.process.argv is empty".into()),
-            App::OciBundle { container_id, .. } if container_id.is_empty() => {
-                bad("app.ociBundle.containerId is empty".into())
+            App::Process { argv, .. } if argv.is_empty() => {
+                return bad("app.process.argv is empty".into());
             }
-            _ => Ok(()),
+            App::OciBundle { container_id, .. } if container_id.is_empty() => {
+                return bad("app.ociBundle.containerId is empty".into());
+            }
+            _ => {}
         }
+        for trigger in &self.triggers {
+            if let TriggerSource::Schedule { cron, .. } = trigger {
+                crate::triggers::schedule::parse(cron)
+                    .map_err(|reason| RuntimeError::Config { reason })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -198,6 +234,13 @@ mod tests {
         assert!(matches!(parsed.app, App::OciBundle { .. }));
         let process = json!({"process": {"argv": ["/app"], "cwd": "/"}});
         assert!(parse(config(json!({"app": process}))).is_ok());
+        let triggers = json!([
+            {"type": "queue", "queue": "jobs", "dir": "/q"},
+            {"type": "storage", "storage": "files", "dir": "/s", "events": ["created"]},
+            {"type": "schedule", "cron": "*/5 * * * *", "stateDir": "/c"},
+        ]);
+        let parsed = parse(config(json!({"triggers": triggers}))).expect("triggers");
+        assert_eq!(parsed.triggers.len(), 3);
         for bad in [
             json!({"timeoutSeconds": 0}),
             json!({"timeoutSeconds": 3601}),
@@ -206,6 +249,10 @@ mod tests {
             json!({"workerId": ""}),
             json!({"app": {"process": {"argv": [], "cwd": "/"}}}),
             json!({"unknownField": true}),
+            json!({"triggers": [{"type": "schedule", "cron": "* * * *", "stateDir": "/c"}]}),
+            json!({"triggers": [{"type": "schedule", "cron": "0 0 * * * *", "stateDir": "/c"}]}),
+            json!({"triggers": [{"type": "schedule", "cron": "61 * * * *", "stateDir": "/c"}]}),
+            json!({"triggers": [{"type": "queue", "queue": "q", "dir": "/q", "extra": 1}]}),
         ] {
             assert!(parse(config(bad.clone())).is_err(), "{bad} is refused");
         }

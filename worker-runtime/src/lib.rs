@@ -15,6 +15,7 @@ mod hub;
 pub mod proto;
 mod proxy;
 mod state;
+mod triggers;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ const REGISTRATION_WARNING: Duration = Duration::from_secs(30);
 
 /// How long the stop waits for the app's wait-until tasks to drain.
 const DRAIN_WAIT: Duration = Duration::from_secs(15);
+
+/// How long the triggers have to hand back a message they hold when the runtime stops.
+const TRIGGERS_STOP: Duration = Duration::from_secs(6);
 
 /// How long the app has between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -135,6 +139,7 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
         config.plain_port,
     ));
     let proxy = tokio::spawn(proxy.serve(transport_listener));
+    let triggers = triggers::start(&config.triggers, hub.clone(), stopping.clone());
 
     let mut app = match &config.app {
         App::External => None,
@@ -201,6 +206,8 @@ pub async fn run(config: RuntimeConfig, shutdown: CancellationToken) -> Result<(
         None => {
             tracing::info!("stopping: intake closed, finishing accepted commands");
             let _ = proxy.await;
+            // Triggers hand back what they hold; a stuck store must not hold the stop.
+            let _ = tokio::time::timeout(TRIGGERS_STOP, triggers.wait()).await;
             commands.finish_accepted().await;
             hub.drain();
             let drained = async {

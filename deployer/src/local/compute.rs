@@ -270,8 +270,14 @@ impl Compute {
         &self.program
     }
 
-    fn resource_dir(&self, deployment_id: &str, id: &str) -> PathBuf {
+    /// Where a compute resource keeps its versions and what outlives them.
+    pub(super) fn resource_dir(&self, deployment_id: &str, id: &str) -> PathBuf {
         self.root.join(deployment_id).join("compute").join(id)
+    }
+
+    /// The directory of one of the deployment's storage, kv, vault or queue resources.
+    pub(super) fn data_dir(&self, deployment_id: &str, kind: &str, id: &str) -> Option<PathBuf> {
+        super::data_dir(&self.root, deployment_id, kind, id)
     }
 
     fn key(deployment_id: &str, id: &str) -> String {

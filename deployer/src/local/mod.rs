@@ -69,8 +69,13 @@ impl Local {
     }
 
     fn resource_dir(&self, deployment_id: &str, kind: &str, id: &str) -> Option<PathBuf> {
-        directory_kind(kind).map(|dir| self.deployment_dir(deployment_id).join(dir).join(id))
+        data_dir(&self.root, deployment_id, kind, id)
     }
+}
+
+/// The directory of a storage, kv, vault or queue resource under `root` (`deployments/`).
+fn data_dir(root: &Path, deployment_id: &str, kind: &str, id: &str) -> Option<PathBuf> {
+    directory_kind(kind).map(|dir| root.join(deployment_id).join(dir).join(id))
 }
 
 fn local_error(action: &str, path: &Path, error: std::io::Error) -> ResourceError {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use images::Image;
 use launcher::{Network, Status, WorkloadSpec};
 use serde_json::{Value, json};
+use stack::Trigger;
+use worker_runtime::config::TriggerSource;
 use worker_runtime::{App, RuntimeConfig, RuntimeState};
 
 use super::compute::{Compute, Version, blocking, free_port, platform_error, workload_id};
@@ -55,7 +57,16 @@ pub(super) async fn start(
         stdout: version.dir.join("stdout.log"),
         stderr: version.dir.join("stderr.log"),
         state_file: version.dir.join(RUNTIME_STATE),
+        triggers: trigger_sources(compute, ctx)?,
     };
+    // What the runtime would refuse (a cron expression it cannot read) fails the step here,
+    // for good: retrying cannot fix the release.
+    config.check().map_err(|error| {
+        ResourceError::fatal(
+            "RESOURCE_CONFIG_INVALID",
+            format!("Worker '{}': {error}", ctx.resource_id),
+        )
+    })?;
     let config_path = version.dir.join(RUNTIME_CONFIG);
     write_config(&config_path, &config).await?;
     let runtime = WorkloadSpec {
@@ -124,6 +135,46 @@ pub(super) async fn start(
         .await
         .map_err(|e| compute.failed(ctx, version, &e.message))?;
     compute.wait_healthy(ctx, version, &app, None).await
+}
+
+/// The worker's triggers with where their queue and storage live; the cron record sits
+/// beside the versions, so that every version shares it.
+fn trigger_sources(
+    compute: &Compute,
+    ctx: &ResourceContext,
+) -> Result<Vec<TriggerSource>, ResourceError> {
+    let triggers: Vec<Trigger> = match ctx.config.get("triggers") {
+        Some(triggers) => serde_json::from_value(triggers.clone())
+            .map_err(|e| platform_error(format!("the worker's triggers are unreadable: {e}")))?,
+        None => Vec::new(),
+    };
+    let dir = |kind: &str, id: &str| {
+        compute
+            .data_dir(&ctx.deployment_id, kind, id)
+            .ok_or_else(|| platform_error(format!("a {kind} has no directory")))
+    };
+    triggers
+        .into_iter()
+        .map(|trigger| {
+            Ok(match trigger {
+                Trigger::Queue { queue } => TriggerSource::Queue {
+                    dir: dir("queue", &queue.id)?,
+                    queue: queue.id,
+                },
+                Trigger::Storage { storage, events } => TriggerSource::Storage {
+                    dir: dir("storage", &storage.id)?,
+                    storage: storage.id,
+                    events,
+                },
+                Trigger::Schedule { cron } => TriggerSource::Schedule {
+                    cron,
+                    state_dir: compute
+                        .resource_dir(&ctx.deployment_id, &ctx.resource_id)
+                        .join("schedules"),
+                },
+            })
+        })
+        .collect()
 }
 
 /// The runtime's configuration holds the deployment's token: private to the service user.

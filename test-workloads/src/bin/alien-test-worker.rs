@@ -2,10 +2,13 @@
 //! `ALIEN_WORKER_GRPC_ADDRESS`, serves HTTP on 127.0.0.1:0 and registers it, registers a
 //! command handler for every name, and runs the tasks it is sent. Every HTTP request is
 //! answered with its version, except `/env` (its environment), `/exists/<path>` (whether the
-//! path exists inside) and `/redirect` (a 302 to `/`).
-//! A command answers `{"echo": <params>, "version": V}`; the command `fail` answers an error.
+//! path exists inside), `/redirect` (a 302 to `/`) and `/tasks` (the trigger tasks it was
+//! sent, as JSON, in order).
+//! A command answers `{"echo": <params>, "version": V}`; the command `fail` answers an error,
+//! and so does a queue message whose payload contains `fail`.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use http::{StatusCode, header};
 use tokio_stream::StreamExt;
@@ -15,6 +18,9 @@ use worker_runtime::proto::{
     ArcCommand, RegisterEventHandlerRequest, RegisterHttpServerRequest, SendTaskResultRequest,
     TaskError, TaskSuccess, WaitForTasksRequest, task,
 };
+
+/// The trigger tasks received so far, as `/tasks` shows them.
+type Received = Arc<Mutex<Vec<serde_json::Value>>>;
 
 type Control = ControlServiceClient<tonic::transport::Channel>;
 
@@ -62,7 +68,13 @@ async fn main() {
         .await
         .unwrap_or_else(|e| fail("WaitForTasks", e))
         .into_inner();
-    tokio::spawn(run_tasks(control, tasks, args.version.clone()));
+    let received = Received::default();
+    tokio::spawn(run_tasks(
+        control,
+        tasks,
+        args.version.clone(),
+        received.clone(),
+    ));
 
     let version = args.version;
     test_workloads::serve(listener, &mut stop, move |request| {
@@ -71,6 +83,13 @@ async fn main() {
         }
         match request.uri().path() {
             "/env" => test_workloads::env_json(),
+            "/tasks" => {
+                let tasks = received
+                    .lock()
+                    .map(|tasks| serde_json::Value::from(tasks.clone()))
+                    .unwrap_or_default();
+                test_workloads::answer(StatusCode::OK, "application/json", tasks.to_string())
+            }
             "/redirect" => {
                 let mut answer = test_workloads::answer(StatusCode::FOUND, "text/plain", "moved");
                 answer
@@ -89,15 +108,23 @@ async fn run_tasks(
     mut control: Control,
     mut tasks: tonic::Streaming<worker_runtime::proto::Task>,
     version: String,
+    received: Received,
 ) {
     while let Some(task) = tasks.next().await {
         let task = match task {
             Ok(task) => task,
             Err(error) => fail("the task stream broke", error),
         };
-        let result = match task.payload {
-            Some(task::Payload::ArcCommand(command)) => command_result(&command, &version),
-            _ => TaskResult::Success(TaskSuccess::default()),
+        let result = match &task.payload {
+            Some(task::Payload::ArcCommand(command)) => command_result(command, &version),
+            Some(trigger) => {
+                let (seen, result) = trigger_result(trigger);
+                if let Ok(mut received) = received.lock() {
+                    received.push(seen);
+                }
+                result
+            }
+            None => TaskResult::Success(TaskSuccess::default()),
         };
         let sent = control
             .send_task_result(SendTaskResultRequest {
@@ -134,4 +161,39 @@ fn command_result(command: &ArcCommand, version: &str) -> TaskResult {
             message: format!("params are not JSON: {error}"),
         }),
     }
+}
+
+/// What `/tasks` shows of a trigger task, and the answer: an error for a queue message whose
+/// payload says `fail`, success otherwise.
+fn trigger_result(payload: &task::Payload) -> (serde_json::Value, TaskResult) {
+    let seconds = |at: &Option<prost_types::Timestamp>| at.as_ref().map(|at| at.seconds);
+    let seen = match payload {
+        task::Payload::QueueMessage(message) => serde_json::json!({
+            "kind": "queue", "id": message.id, "source": message.source,
+            "payload": String::from_utf8_lossy(&message.payload),
+            "receiptHandle": message.receipt_handle, "attemptCount": message.attempt_count,
+            "timestamp": seconds(&message.timestamp),
+        }),
+        task::Payload::StorageEvent(event) => serde_json::json!({
+            "kind": "storage", "bucket": event.bucket, "key": event.key,
+            "eventType": event.event_type, "size": event.size,
+            "timestamp": seconds(&event.timestamp),
+        }),
+        task::Payload::CronEvent(event) => serde_json::json!({
+            "kind": "cron", "scheduleName": event.schedule_name,
+            "scheduledTime": seconds(&event.scheduled_time),
+        }),
+        task::Payload::ArcCommand(_) => serde_json::Value::Null,
+    };
+    let fails = matches!(payload, task::Payload::QueueMessage(message)
+        if String::from_utf8_lossy(&message.payload).contains("fail"));
+    let result = if fails {
+        TaskResult::Error(TaskError {
+            code: "HANDLER_ERROR".into(),
+            message: "the message asked to fail".into(),
+        })
+    } else {
+        TaskResult::Success(TaskSuccess::default())
+    };
+    (seen, result)
 }
