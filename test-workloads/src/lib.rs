@@ -13,7 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// `--version V` (shown in every answer) and `--exit-at-start` (a broken release).
+/// `--version V` (shown in every answer), `--exit-at-start` (a broken release) and
+/// `--exit-if-stored KEY` (a release that breaks once KEY is in its linked storage).
 #[derive(Debug, Clone)]
 pub struct Args {
     pub version: String,
@@ -35,6 +36,10 @@ impl Args {
                     None => usage("--version needs a value"),
                 },
                 "--exit-at-start" => args.exit_at_start = true,
+                "--exit-if-stored" => match given.next() {
+                    Some(key) => args.exit_at_start |= stored(&key),
+                    None => usage("--exit-if-stored needs a key"),
+                },
                 other => usage(&format!("unknown argument {other}")),
             }
         }
@@ -46,8 +51,21 @@ impl Args {
     }
 }
 
+/// Whether `key` is an object of a storage binding (`ALIEN_<ID>_BINDING` with a `file://`
+/// `storagePath`) the workload has.
+fn stored(key: &str) -> bool {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("ALIEN_") && name.ends_with("_BINDING"))
+        .filter_map(|(_, value)| serde_json::from_str::<serde_json::Value>(&value).ok())
+        .filter_map(|binding| {
+            let path = binding["storagePath"].as_str()?.strip_prefix("file://")?;
+            Some(std::path::Path::new(path).join(key))
+        })
+        .any(|path| path.exists())
+}
+
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}; usage: [--version V] [--exit-at-start]");
+    eprintln!("{problem}; usage: [--version V] [--exit-at-start] [--exit-if-stored KEY]");
     std::process::exit(2)
 }
 

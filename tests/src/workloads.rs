@@ -72,10 +72,23 @@ pub fn push(api: &Api, program: &str, version: &str, extra: &[&str]) -> String {
     let tag = if extra.is_empty() {
         version.to_owned()
     } else {
-        format!(
-            "{version}-{}",
-            extra.join("-").trim_start_matches('-').replace("--", "")
-        )
+        // A tag is `[A-Za-z0-9_.-]`; the arguments only need to give a distinct one.
+        let extra: String = extra
+            .join("-")
+            .trim_start_matches('-')
+            .replace("--", "")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let mut tag = format!("{version}-{extra}");
+        tag.truncate(128);
+        tag
     };
     let scratch = api.server().work_dir().join("images");
     std::fs::create_dir_all(&scratch).expect("scratch directory");

@@ -272,6 +272,60 @@ fn a_killed_workload_answers_again_within_a_heartbeat_and_the_deployment_stays_r
 }
 
 #[test]
+fn a_workload_that_cannot_come_back_makes_the_deployment_refresh_failed_and_a_retry_heals_it() {
+    let api = start(Options::default());
+    expect_oci_when_root(&api);
+    let v1 = version("unhealable");
+    let _cleanup = Cleanup {
+        api: &api,
+        versions: vec![v1.clone()],
+    };
+    // The version refuses to start while a marker object is in its linked bucket.
+    let image = e2e::workloads::push(&api, "alien-test-web", &v1, &["--exit-if-stored", "broken"]);
+    let mut stack = web_stack(&image);
+    stack["resources"]["files"] = json!({
+        "config": {"type": "storage", "id": "files"}, "lifecycle": "frozen", "dependencies": []
+    });
+    stack["resources"]["web"]["config"]["links"] = json!([{"type": "storage", "id": "files"}]);
+    release(&api, stack);
+    let id = onboard(&api);
+    let url = endpoint(&wait_status(&api, &id, "running"), "web");
+    let marker = api
+        .server()
+        .data_dir()
+        .join("deployments")
+        .join(&id)
+        .join("storage/files/broken");
+    wait_answer(&api, &url, &v1, Duration::from_secs(5));
+
+    std::fs::write(&marker, b"").expect("the marker");
+    sigkill(web_process(&v1).pid);
+    let failed = wait_status(&api, &id, "refresh-failed");
+    let web = &failed["stackState"]["resources"]["web"];
+    assert_eq!(web["status"], "refresh-failed", "{failed:#}");
+    let message = web["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("exiting at start"),
+        "the error quotes the version's output: {failed:#}"
+    );
+    let answer = get(&url);
+    assert!(
+        !matches!(answer, Ok((200, _))),
+        "a dead workload answers: {answer:?}"
+    );
+
+    std::fs::remove_file(&marker).expect("remove the marker");
+    api.expect(
+        &Request::post_empty(format!("/v1/deployments/{id}/retry")).auth(api.admin()),
+        200,
+    );
+    wait_status(&api, &id, "running");
+    wait_answer(&api, &url, &v1, Duration::from_secs(15));
+
+    delete(&api, &id, &[&v1]);
+}
+
+#[test]
 fn kill_9_of_deployd_leaves_the_workload_running_and_the_address_answers_again_at_once() {
     let api = start(Options::default());
     expect_oci_when_root(&api);
