@@ -131,7 +131,10 @@ async fn prepare(
             program: program.clone(),
             gateways: Arc::new(Gateways::default()),
             shipper,
-            manager_port: ctx.config.server.port,
+            manager: std::net::SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                ctx.config.server.port,
+            )),
         },
     ));
     // What runs is served again before the runtime is probed: after a crash the stable

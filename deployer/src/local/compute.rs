@@ -207,8 +207,9 @@ pub struct Compute {
     program: PathBuf,
     gateways: Arc<Gateways>,
     shipper: Arc<Shipper>,
-    /// The manager's port on this host: image pulls and the workloads' bridge go there.
-    manager_port: u16,
+    /// Where this machine reaches the manager's HTTP port: image pulls and the workloads'
+    /// bridge go there.
+    manager: SocketAddr,
     /// The bridge to the manager this process serves for each workload in its own network.
     bridges: Mutex<HashMap<String, JoinHandle<()>>>,
 }
@@ -229,7 +230,9 @@ pub struct ComputeParts {
     pub program: PathBuf,
     pub gateways: Arc<Gateways>,
     pub shipper: Arc<Shipper>,
-    pub manager_port: u16,
+    /// Where this machine reaches the manager's HTTP port (deployd: its own host; an agent:
+    /// the manager's address).
+    pub manager: SocketAddr,
 }
 
 impl Compute {
@@ -242,7 +245,7 @@ impl Compute {
             program: parts.program,
             gateways: parts.gateways,
             shipper: parts.shipper,
-            manager_port: parts.manager_port,
+            manager: parts.manager,
             bridges: Mutex::new(HashMap::new()),
         }
     }
@@ -345,11 +348,12 @@ impl Compute {
         let Some((host, rest)) = reference.split_once('/') else {
             return reference.to_owned();
         };
+        let port = self.manager.port();
         let ours = Some(host) == manager_host.as_deref()
-            || host == format!("localhost:{}", self.manager_port)
-            || host == format!("127.0.0.1:{}", self.manager_port);
+            || host == format!("localhost:{port}")
+            || host == format!("127.0.0.1:{port}");
         if ours {
-            format!("127.0.0.1:{}/{rest}", self.manager_port)
+            format!("{}/{rest}", self.manager)
         } else {
             reference.to_owned()
         }
@@ -506,7 +510,7 @@ impl Compute {
         if self.lock_bridges().contains_key(&workload.id) {
             return;
         }
-        let inside = SocketAddr::from((MANAGER_INSIDE, self.manager_port));
+        let inside = SocketAddr::from((MANAGER_INSIDE, self.manager.port()));
         let opened = {
             let workload = workload.clone();
             tokio::task::spawn_blocking(move || launcher::listen_in(&workload, inside)).await
@@ -525,7 +529,7 @@ impl Compute {
         else {
             return;
         };
-        let manager = SocketAddr::from((Ipv4Addr::LOCALHOST, self.manager_port));
+        let manager = self.manager;
         let task = tokio::spawn(async move {
             while let Ok((mut inside, _)) = listener.accept().await {
                 tokio::spawn(async move {
@@ -643,7 +647,7 @@ impl Compute {
         }
         if private && let Some(manager) = ctx.deployment.manager_url.as_deref() {
             // The manager, as the workload reaches it from inside its namespace.
-            let inside = format!("http://{MANAGER_INSIDE}:{}", self.manager_port);
+            let inside = format!("http://{MANAGER_INSIDE}:{}", self.manager.port());
             let manager = manager.trim_end_matches('/');
             for value in env.values_mut() {
                 if let Some(rest) = value.strip_prefix(manager) {
