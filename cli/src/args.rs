@@ -29,6 +29,10 @@ pub enum Command {
     /// Ask a running manager whether it is healthy: exit 0 if it is, 1 if not (for Docker's
     /// HEALTHCHECK and load balancer scripts).
     Health(HealthArgs),
+    /// Run this machine's deployment for a manager that cannot reach it: the pull-mode agent.
+    /// It reaches out to the manager, takes its deployment's release and runs it here, and
+    /// keeps the workloads running (and restarts those that die) while the manager is away.
+    Agent(AgentArgs),
     /// Run one daemon in the foreground (what `alien serve` starts; also for systemd units).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -118,6 +122,85 @@ pub struct WorkerRuntimeArgs {
     /// Format of log lines on stderr
     #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The first start sets the agent up with the manager: with a \
+    deployment-group token it creates (or takes over, by name) a deployment in that group \
+    and keeps its id and the deployment's own token in DATA_DIR (0700; files 0600); later \
+    starts use only those. Exit status: 0 after SIGTERM or Ctrl-C, 2 for a configuration \
+    that cannot be used (or a token the manager refuses), 1 otherwise."
+)]
+pub struct AgentArgs {
+    /// The manager's URL, as this machine reaches it (http://host:port)
+    #[arg(long, env = "SYNC_URL", value_name = "URL")]
+    pub sync_url: String,
+    /// The token: a deployment-group token (ax_dg_…) on the first start, or a deployment's
+    /// own; prefer --sync-token-file, which keeps it out of the process list
+    #[arg(
+        long,
+        env = "SYNC_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "sync_token_file"
+    )]
+    pub sync_token: Option<String>,
+    /// A file holding the token (mode 0600 or 0400)
+    #[arg(long, env = "SYNC_TOKEN_FILE", value_name = "FILE")]
+    pub sync_token_file: Option<PathBuf>,
+    /// The deployment this agent runs, when it already exists (then the token is its own)
+    #[arg(long, env = "DEPLOYMENT_ID", value_name = "ID")]
+    pub deployment_id: Option<String>,
+    /// The deployment's name in its group [default: the host name]
+    #[arg(long, env = "OPERATOR_NAME", value_name = "NAME")]
+    pub operator_name: Option<String>,
+    /// The platform the agent deploys to; only `local` (this machine)
+    #[arg(
+        long,
+        env = "PLATFORM",
+        default_value = "local",
+        value_name = "PLATFORM"
+    )]
+    pub platform: String,
+    /// Where the agent keeps its identity, its deployment's state, images and workloads
+    #[arg(
+        long,
+        env = "DATA_DIR",
+        default_value = "/var/lib/alien-agent",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Seconds a sync waits at the manager for news (a new release reaches the agent at
+    /// once); the pause between syncs with a manager that does not hold them
+    #[arg(
+        long,
+        env = "SYNC_INTERVAL",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub sync_interval: u64,
+    /// Seconds between checks of the running workloads (one that died is started again)
+    #[arg(
+        long,
+        env = "HEARTBEAT_INTERVAL",
+        default_value_t = 60,
+        value_name = "SECONDS"
+    )]
+    pub heartbeat_interval: u64,
+    /// The release a deployment this agent creates starts with: `active` (the latest) or
+    /// `none` (the next one released)
+    #[arg(long = "initial-desired-release", env = "OPERATOR_INITIAL_DESIRED_RELEASE", value_enum, default_value_t = InitialReleaseArg::Active)]
+    pub initial_release: InitialReleaseArg,
+    /// Format of log lines on stderr
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InitialReleaseArg {
+    Active,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

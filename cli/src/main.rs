@@ -2,6 +2,7 @@
 //! this same binary as `alien daemon <name>` for each daemon, so an installation is one file
 //! and the daemons can never run another version than their supervisor.
 
+mod agent;
 mod args;
 mod daemon;
 mod health;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     plumbing::modes::restrict_umask();
     match args::Cli::parse().command {
         args::Command::Serve(args) => serve::run(args),
+        args::Command::Agent(args) => agent::run(args),
         args::Command::Health(args) => health::run(args),
         args::Command::Daemon(args) => daemon::run(args),
         args::Command::WorkerRuntime(args) => worker_runtime::run(args),

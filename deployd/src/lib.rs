@@ -7,7 +7,6 @@ mod loops;
 mod manager;
 mod output;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +14,9 @@ use axum::Router;
 use deployer::local::gateway::Gateways;
 use deployer::local::logs::Shipper;
 use deployer::local::{ComputeParts, Local};
-use launcher::Launcher;
 use plumbing::uds::Sidecar;
 use plumbing::{Daemon, DaemonContext};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::loops::Loops;
 use crate::manager::Manager;
@@ -37,21 +35,6 @@ pub enum DeploydError {
     Program(std::io::Error),
     #[error("a start-up task stopped: {0}")]
     Join(#[from] tokio::task::JoinError),
-}
-
-/// The runtime workloads run in: an OCI runtime when one can run a container here, else
-/// plain processes, which the log says once.
-async fn launcher(program: PathBuf) -> Result<Launcher, DeploydError> {
-    let launcher = tokio::task::spawn_blocking(move || Launcher::detect(&program)).await?;
-    match launcher.backend() {
-        launcher::Backend::Oci { runtime } => {
-            info!(runtime = %runtime.display(), "workloads run in an OCI runtime");
-        }
-        launcher::Backend::Process { reason } => {
-            warn!(%reason, "no OCI runtime can run containers here: workloads run as plain processes, without isolation or limits");
-        }
-    }
-    Ok(launcher)
 }
 
 /// Serves its health check at once (the supervisor counts deployd started then), and
@@ -140,6 +123,6 @@ async fn prepare(
     // What runs is served again before the runtime is probed: after a crash the stable
     // addresses come back at once, however long the probe takes.
     platform.recover().await;
-    platform.use_launcher(launcher(program).await?);
+    platform.use_launcher(deployer::local::detect_launcher(program).await?);
     Ok((platform, shipping))
 }

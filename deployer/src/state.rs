@@ -100,6 +100,24 @@ pub struct DeploymentState {
     pub protocol_version: u32,
 }
 
+impl DeploymentState {
+    /// A deployment nothing has happened to yet.
+    pub fn new(platform: &str) -> DeploymentState {
+        DeploymentState {
+            status: Status::Pending,
+            platform: platform.to_owned(),
+            current_release: None,
+            target_release: None,
+            stack_state: None,
+            error: None,
+            environment_info: None,
+            runtime_metadata: None,
+            retry_requested: false,
+            protocol_version: 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseInfo {

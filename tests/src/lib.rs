@@ -47,6 +47,7 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
     }
     None
 }
+pub mod agent;
 pub mod api;
 pub mod commands;
 pub mod deployments;

@@ -78,6 +78,25 @@ fn data_dir(root: &Path, deployment_id: &str, kind: &str, id: &str) -> Option<Pa
     directory_kind(kind).map(|dir| root.join(deployment_id).join(dir).join(id))
 }
 
+/// The runtime workloads run in: an OCI runtime when one can run a container here, else
+/// plain processes, which the log says once. `program` is the `alien` executable, which the
+/// probe runs.
+pub async fn detect_launcher(
+    program: PathBuf,
+) -> Result<launcher::Launcher, tokio::task::JoinError> {
+    let launcher =
+        tokio::task::spawn_blocking(move || launcher::Launcher::detect(&program)).await?;
+    match launcher.backend() {
+        launcher::Backend::Oci { runtime } => {
+            tracing::info!(runtime = %runtime.display(), "workloads run in an OCI runtime");
+        }
+        launcher::Backend::Process { reason } => {
+            tracing::warn!(%reason, "no OCI runtime can run containers here: workloads run as plain processes, without isolation or limits");
+        }
+    }
+    Ok(launcher)
+}
+
 fn local_error(action: &str, path: &Path, error: std::io::Error) -> ResourceError {
     ResourceError::fatal(
         "LOCAL_PLATFORM_ERROR",

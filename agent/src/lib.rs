@@ -1,0 +1,237 @@
+//! The pull-mode agent (`alien agent`, docs/architecture.md "The pull agent"): runs on a
+//! customer's machine, reaches out to the manager, and runs its deployment there with the
+//! deployment engine and the `local` platform that deployd uses for push deployments.
+//!
+//! The first start asks the manager for the deployment (`POST /v1/initialize` with a
+//! deployment-group token) and keeps the id and the deployment's own token in its data
+//! directory; from then on it uses only that token. Two loops share the deployment's record:
+//! the sync loop reports it to the manager and records what the manager asks for (a release,
+//! a retry, a delete); the deployment loop alone moves it, one engine step at a time, and
+//! checks the running workloads every heartbeat interval.
+
+pub mod config;
+mod deploy;
+mod manager;
+mod output;
+mod store;
+mod sync;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deployer::local::gateway::Gateways;
+use deployer::local::logs::Shipper;
+use deployer::local::{ComputeParts, Local};
+use tokio::sync::{Mutex, Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{Config, InitialRelease, Token};
+pub use manager::ManagerError;
+
+use crate::manager::Manager;
+use crate::store::{Identity, Record, Store};
+
+/// How long each workload has to stop when the agent stops.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The longest pause between two attempts to reach a manager that is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Data(String),
+    #[error("the manager refused to set this agent up: {0}")]
+    Initialize(ManagerError),
+    #[error("cannot open the image cache: {0}")]
+    Images(#[from] images::Error),
+    #[error("cannot find the alien executable: {0}")]
+    Program(std::io::Error),
+    #[error("cannot resolve the manager's address {authority}: {reason}")]
+    Resolve { authority: String, reason: String },
+    #[error("a start-up task stopped: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What the loops share.
+struct Agent {
+    config: Config,
+    store: Arc<Store>,
+    manager: Manager,
+    identity: Identity,
+    platform: Arc<Local>,
+    record: Mutex<Record>,
+    /// The record's revision, for the sync loop to report each new state at once.
+    revision: watch::Sender<u64>,
+    /// Wakes the deployment loop: the manager asked for something.
+    requested: Notify,
+}
+
+impl Agent {
+    /// Replaces the record on disk (off the async threads) while `record` is held, so that
+    /// writes land in the order they were made.
+    async fn save(&self, record: &Record) {
+        let snapshot = record.clone();
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || store.save_record(&snapshot)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "cannot keep the deployment's record"),
+            Err(error) => warn!(%error, "cannot keep the deployment's record"),
+        }
+        self.revision.send_if_modified(|revision| {
+            let moved = *revision != record.revision;
+            *revision = record.revision;
+            moved
+        });
+    }
+}
+
+/// Runs the agent until `shutdown`; then stops the workloads (their addresses are served by
+/// this process) and returns. A kill leaves them running, and the next start adopts them.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    config.check()?;
+    let store = {
+        let dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || Store::open(&dir)).await??
+    };
+    let manager = Manager::new(&config);
+    let identity = tokio::select! {
+        identity = identify(&store, &manager, &config) => identity?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    info!(deployment_id = %identity.deployment_id, manager = %manager.base_url(), "agent started");
+    let record = store.record()?.unwrap_or_else(Record::new);
+    let (platform, shipping) = prepare(&config, &store, &manager, &identity, &shutdown).await?;
+    let agent = Arc::new(Agent {
+        revision: watch::Sender::new(record.revision),
+        record: Mutex::new(record),
+        config,
+        store: Arc::new(store),
+        manager,
+        identity,
+        platform: platform.clone(),
+        requested: Notify::new(),
+    });
+    let syncing = tokio::spawn(agent.clone().sync_loop(shutdown.clone()));
+    let deploying = tokio::spawn(agent.clone().deployment_loop(shutdown.clone()));
+    let _ = syncing.await;
+    let _ = deploying.await;
+    platform.stop_all(STOP_GRACE).await;
+    let _ = shipping.await;
+    Ok(())
+}
+
+/// The deployment this agent runs: the one on record, or the configured one, or a new one
+/// the manager sets up for it (retried while the manager cannot be reached).
+async fn identify(
+    store: &Store,
+    manager: &Manager,
+    config: &Config,
+) -> Result<Identity, AgentError> {
+    if let Some(identity) = store.identity()? {
+        if let Some(configured) = &config.deployment_id
+            && configured != &identity.deployment_id
+        {
+            return Err(AgentError::Config(format!(
+                "DEPLOYMENT_ID is {configured}, but the data directory {} belongs to {}; \
+                 use another data directory for another deployment",
+                store.dir().display(),
+                identity.deployment_id
+            )));
+        }
+        return Ok(identity);
+    }
+    let identity = match &config.deployment_id {
+        Some(id) => Identity {
+            deployment_id: id.clone(),
+            token: config.token.expose().to_owned(),
+        },
+        None => {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                match manager
+                    .initialize(config.token.expose(), &config.name, config.initial_release)
+                    .await
+                {
+                    Ok(initialized) => {
+                        break Identity {
+                            deployment_id: initialized.deployment_id,
+                            token: initialized
+                                .token
+                                .unwrap_or_else(|| config.token.expose().to_owned()),
+                        };
+                    }
+                    Err(error) if error.is_transient() => {
+                        warn!(%error, retry_in = ?backoff, "cannot set this agent up yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    Err(error) => return Err(AgentError::Initialize(error)),
+                }
+            }
+        }
+    };
+    store.save_identity(&identity)?;
+    Ok(identity)
+}
+
+/// The local platform, rooted in the data directory, with what a previous agent left
+/// running adopted; and the shipper of the workloads' output to the manager.
+async fn prepare(
+    config: &Config,
+    store: &Store,
+    manager: &Manager,
+    identity: &Identity,
+    shutdown: &CancellationToken,
+) -> Result<(Arc<Local>, tokio::task::JoinHandle<()>), AgentError> {
+    let program = std::env::current_exe().map_err(AgentError::Program)?;
+    let authority = config.manager_authority();
+    let address = resolve(&authority).await?;
+    let images = {
+        let dir = store.dir().join("images");
+        let options = images::Options {
+            insecure_registries: vec![authority.clone(), address.to_string()],
+        };
+        Arc::new(
+            tokio::task::spawn_blocking(move || images::ImageStore::open_with(&dir, options))
+                .await??,
+        )
+    };
+    let shipper = Arc::new(Shipper::default());
+    let shipping = tokio::spawn(shipper.clone().run(
+        output::ManagerLogs {
+            manager: manager.clone(),
+            token: identity.token.clone(),
+        },
+        shutdown.clone(),
+    ));
+    let platform = Arc::new(Local::new(
+        store.dir().join("deployments"),
+        ComputeParts {
+            images,
+            program: program.clone(),
+            gateways: Arc::new(Gateways::default()),
+            shipper,
+            manager: address,
+        },
+    ));
+    platform.recover().await;
+    platform.use_launcher(deployer::local::detect_launcher(program).await?);
+    Ok((platform, shipping))
+}
+
+async fn resolve(authority: &str) -> Result<SocketAddr, AgentError> {
+    let failed = |reason: String| AgentError::Resolve {
+        authority: authority.to_owned(),
+        reason,
+    };
+    tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .next()
+        .ok_or_else(|| failed("no address".into()))
+}

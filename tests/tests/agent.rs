@@ -1,0 +1,174 @@
+//! `alien agent`, the pull-mode agent, end to end: a real agent process reaches the manager
+//! over TCP, sets itself up with a deployment-group token, runs the release on this machine,
+//! takes the next release at once through the long-poll, survives its own kill -9 and
+//! restarts without setting itself up twice, and tears everything down on a delete.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use e2e::agent::{Agent, AgentOptions};
+use e2e::api::{Api, Request, unique};
+use e2e::deployments::{endpoint, get, release, web_stack};
+use e2e::wait_for;
+use serde_json::{Value, json};
+
+const SETTLE: Duration = Duration::from_secs(90);
+/// Longer than any wait in these tests (syncs and health checks alike): only the long-poll
+/// brings a release sooner.
+const SYNC_INTERVAL_SECS: u64 = 25;
+
+/// The group's deployments, as the admin lists them.
+fn deployments_of(api: &Api, group_id: &str) -> Vec<Value> {
+    let listed = api.expect(
+        &Request::get(format!("/v1/deployments?deploymentGroupId={group_id}")).auth(api.admin()),
+        200,
+    );
+    listed["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the deployment's record says it runs `release_id`.
+fn wait_running(api: &Api, agent: &Agent, id: &str, release_id: &str) -> Value {
+    let mut last = Value::Null;
+    wait_for(SETTLE, || {
+        last = api.deployment(id);
+        (last["status"] == "running" && last["currentReleaseId"] == release_id)
+            .then(|| last.clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{id} did not run {release_id}: {last:#}\nagent log:\n{}",
+            agent.log()
+        )
+    })
+}
+
+/// Waits until `url` answers `body`; returns when it did.
+fn wait_answer(agent: &Agent, url: &str, body: &str, within: Duration) -> Instant {
+    wait_for(within, || {
+        (get(url) == Some((200, body.to_owned()))).then(Instant::now)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{url} did not answer {body} (last: {:?})\nagent log:\n{}",
+            get(url),
+            agent.log()
+        )
+    })
+}
+
+#[test]
+fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_workloads() {
+    let api = Api::start();
+    let tag = format!("agent-p{}", std::process::id());
+    let (v1, v2) = (format!("{tag}-v1"), format!("{tag}-v2"));
+    let first = release(
+        &api,
+        web_stack(&e2e::workloads::push(&api, "alien-test-web", &v1, &[])),
+    );
+    let group = api.create_group();
+    let work = api.server().work_dir().join("agent");
+    let mut agent = Agent::start(AgentOptions {
+        sync_url: api.base_url(),
+        token: group.token.clone(),
+        name: unique("host"),
+        data_dir: work.clone(),
+        sync_interval_secs: SYNC_INTERVAL_SECS,
+        heartbeat_interval_secs: SYNC_INTERVAL_SECS,
+    });
+
+    // The first start creates the deployment and keeps its own token, privately.
+    let id = wait_for(SETTLE, || {
+        deployments_of(&api, &group.id)
+            .first()
+            .and_then(|d| d["id"].as_str().map(str::to_owned))
+    })
+    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
+    let running = wait_running(&api, &agent, &id, &first);
+    let url = endpoint(&running, "web");
+    wait_answer(&agent, &url, &v1, Duration::from_secs(5));
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&work), 0o700);
+    let identity: Value = serde_json::from_slice(
+        &std::fs::read(work.join("identity.json")).expect("the agent's identity"),
+    )
+    .expect("identity JSON");
+    assert_eq!(mode(&work.join("identity.json")), 0o600);
+    assert_eq!(identity["deploymentId"], id.as_str());
+    let own_token = identity["token"].as_str().expect("a token").to_owned();
+    assert!(own_token.starts_with("ax_deploy_"), "{own_token}");
+
+    // The next release reaches the waiting agent at once, not after its sync interval.
+    let released = Instant::now();
+    let second = release(
+        &api,
+        web_stack(&e2e::workloads::push(&api, "alien-test-web", &v2, &[])),
+    );
+    let answered = wait_answer(&agent, &url, &v2, Duration::from_secs(SYNC_INTERVAL_SECS));
+    let took = answered - released;
+    eprintln!("a new release answered through the agent after {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the release took {took:?}: the agent waited for its sync interval"
+    );
+    wait_running(&api, &agent, &id, &second);
+
+    // kill -9: the workload keeps running; a new agent serves it again at once and does not
+    // set itself up a second time.
+    agent.kill9();
+    agent.start_again();
+    let back = Instant::now();
+    wait_answer(&agent, &url, &v2, Duration::from_secs(10));
+    eprintln!(
+        "after a kill -9 the address answered again in {:?}",
+        back.elapsed()
+    );
+    // An orderly stop stops the workloads; the next start brings them back.
+    let stopped = agent.stop();
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "SIGTERM: {stopped:?}\n{}",
+        agent.log()
+    );
+    agent.start_again();
+    wait_answer(&agent, &url, &v2, Duration::from_secs(30));
+    assert_eq!(
+        deployments_of(&api, &group.id).len(),
+        1,
+        "a restart set the agent up again"
+    );
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(work.join("identity.json")).expect("identity"))
+            .expect("identity JSON");
+    assert_eq!(kept["token"], own_token.as_str());
+
+    // A delete asked on the manager tears the workloads down on this machine.
+    api.expect(
+        &Request::post(
+            format!("/v1/deployments/{id}/delete"),
+            json!({"action": "cleanup"}),
+        )
+        .auth(api.admin()),
+        202,
+    );
+    let gone = wait_for(SETTLE, || {
+        let reply = api.send(&Request::get(format!("/v1/deployments/{id}")).auth(api.admin()));
+        let finished = reply.status == 404 || reply.json()["status"] == "deleted";
+        (finished && get(&url).is_none_or(|(status, _)| status != 200)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the delete did not finish: {:#}\nagent log:\n{}",
+        api.deployment(&id),
+        agent.log()
+    );
+    assert!(
+        !work.join("deployments").join(&id).exists(),
+        "the deployment's directory is left"
+    );
+}
