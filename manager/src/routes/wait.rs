@@ -1,6 +1,8 @@
-//! `waitSeconds`, our long-poll extension of the commands' status and leases
-//! (docs/compatibility.md): absent or 0 answers at once, as the public manager does; more
-//! than the route's longest wait is cut to it.
+//! `waitSeconds`, our long-poll extension of the commands' status and leases and of the agent
+//! sync (docs/compatibility.md): absent or 0 answers at once, as the public manager does;
+//! more than the route's longest wait is cut to it.
+
+use serde_json::Value;
 
 use crate::Error;
 use crate::extract::QueryPairs;
@@ -12,6 +14,12 @@ pub fn in_query(query: &QueryPairs, max: u64) -> Result<Option<u64>, Error> {
         .map(|value| value.parse::<u64>().map_err(|_| not_seconds(max)))
         .transpose()
         .map(|seconds| bounded(seconds, max))
+}
+
+/// The wait asked for in a body's `waitSeconds`; a value that is not a whole number is a 400.
+pub fn in_body(value: &Value, max: u64) -> Result<Option<u64>, Error> {
+    let seconds = value.as_u64().ok_or_else(|| not_seconds(max))?;
+    Ok(bounded(Some(seconds), max))
 }
 
 /// No wait for 0, and at most `max`.
