@@ -269,7 +269,7 @@ fn a_report_that_moves_a_deployment_wakes_its_waiting_sync() {
 
 #[test]
 fn a_wait_that_is_not_whole_seconds_is_refused_before_the_report() {
-    let (api, release, deployment) = start_settled();
+    let (api, _, deployment) = start_settled();
     let report = state("provisioning", "local");
     let bad = [
         Wait::Query("soon"),
