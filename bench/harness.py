@@ -29,6 +29,14 @@ def healthy(port):
         return False
 
 
+def release_binary(binary):
+    """`binary`, or else the release build of `alien`, built now."""
+    if binary is not None:
+        return binary
+    subprocess.run(["cargo", "build", "--release", "-p", "cli"], check=True)
+    return "target/release/alien"
+
+
 def start_serve(binary, data, config=None):
     """Starts `alien serve` on 127.0.0.1 and a free port, in its own session, and waits until
     it is healthy. Returns (process, port, admin token)."""

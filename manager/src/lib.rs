@@ -81,6 +81,7 @@ pub async fn run(
         telemetry_max_body_bytes: usize::try_from(ctx.config.telemetry.max_body_bytes)
             .unwrap_or(usize::MAX),
         shutdown: ctx.shutdown.clone(),
+        changes: services::changes::DeploymentChanges::default(),
         volumes: volumes::Volumes::new(ctx.data.root(), &ctx.config.database_path()),
     };
     let system = system_socket::serve(&ctx.data, state.clone(), ctx.shutdown.child_token()).await?;

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemons::Daemons;
 use crate::registry::Proxy;
+use crate::services::changes::DeploymentChanges;
 use crate::signing_key::SigningKey;
 use crate::store::Store;
 use crate::volumes::Volumes;
@@ -27,6 +28,9 @@ pub struct AppState {
     pub telemetry_max_body_bytes: usize,
     /// Cancelled when the manager stops: long polls then answer at once.
     pub shutdown: CancellationToken,
+    /// Wakes the agent syncs waiting for a deployment; told by every write that changes
+    /// what a deployment's agent is asked to do.
+    pub changes: DeploymentChanges,
     /// The data volume and the database's, and which of them is full.
     pub volumes: Volumes,
 }

@@ -23,6 +23,7 @@ use crate::auth::{Caller, Subject};
 use crate::authz::{Op, Target, authorize};
 use crate::daemons::{Call, DaemonError};
 use crate::extract::{JsonBody, PathParams, QueryPairs};
+use crate::routes::wait;
 use crate::services::commands::facts;
 use crate::services::deployments::load;
 use crate::state::AppState;
@@ -86,21 +87,6 @@ fn principal_of(subject: &Subject) -> Principal {
         token_id: subject.token_id.clone(),
         role,
     }
-}
-
-/// `waitSeconds`, the long-poll extension: absent (or 0) answers at once.
-fn wait_seconds(query: &QueryPairs) -> Result<Option<u64>, Error> {
-    query
-        .first("waitSeconds")
-        .map(|value| {
-            value.parse::<u64>().map_err(|_| {
-                Error::BadRequest(format!(
-                    "waitSeconds must be a whole number of seconds up to {MAX_WAIT_SECONDS}"
-                ))
-            })
-        })
-        .transpose()
-        .map(|seconds| seconds.filter(|s| *s > 0).map(|s| s.min(MAX_WAIT_SECONDS)))
 }
 
 /// The command's deployment, loaded and authorized for `op`: the command's 404 first, then
@@ -186,7 +172,7 @@ pub async fn status(
     PathParams(id): PathParams<String>,
     query: QueryPairs,
 ) -> Answer {
-    let wait = wait_seconds(&query)?;
+    let wait = wait::in_query(&query, MAX_WAIT_SECONDS)?;
     command_deployment(&state, &subject, &id, Op::ReadCommand).await?;
     let now = format!("/commands/{}", segment(&id));
     match wait {
@@ -322,13 +308,14 @@ pub async fn acquire(
     )
     .await?;
     let wait = match wait_in_body {
-        Some(value) => Some(value.as_u64().ok_or_else(|| Error::InvalidBody {
-            field: "waitSeconds".into(),
-            reason: "expected a whole number of seconds".into(),
-        })?)
-        .filter(|s| *s > 0)
-        .map(|s| s.min(MAX_WAIT_SECONDS)),
-        None => wait_seconds(&query)?,
+        Some(value) => wait::bounded(
+            Some(value.as_u64().ok_or_else(|| Error::InvalidBody {
+                field: "waitSeconds".into(),
+                reason: "expected a whole number of seconds".into(),
+            })?),
+            MAX_WAIT_SECONDS,
+        ),
+        None => wait::in_query(&query, MAX_WAIT_SECONDS)?,
     };
     let principal = principal_of(&subject);
     let waiting = commandd::Acquire {

@@ -230,6 +230,7 @@ pub async fn delete(
 ) -> Result<(StatusCode, Json<DeleteDeploymentResponse>), Error> {
     let subject = caller.authenticate(&state.store).await?;
     let deployment = load(&state.store, &subject, id, Op::DeleteDeployment).await?;
+    let changed = deployment.id.clone();
     let action = request.action;
     let message = state
         .store
@@ -267,6 +268,7 @@ pub async fn delete(
             }
         })
         .await?;
+    state.changes.changed(&changed);
     Ok((
         StatusCode::ACCEPTED,
         Json(DeleteDeploymentResponse { action, message }),
@@ -281,6 +283,7 @@ pub async fn retry(
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Success>, Error> {
     let deployment = load(&state.store, &subject, id, Op::RetryDeployment).await?;
+    let changed = deployment.id.clone();
     state
         .store
         .transaction(move |tx| {
@@ -295,6 +298,7 @@ pub async fn retry(
             )))
         })
         .await?;
+    state.changes.changed(&changed);
     Ok(Json(Success::new()))
 }
 
@@ -306,6 +310,7 @@ pub async fn redeploy(
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Success>, Error> {
     let deployment = load(&state.store, &subject, id, Op::Redeploy).await?;
+    let changed = deployment.id.clone();
     state
         .store
         .transaction(move |tx| {
@@ -321,6 +326,7 @@ pub async fn redeploy(
             })
         })
         .await?;
+    state.changes.changed(&changed);
     Ok(Json(Success::new()))
 }
 

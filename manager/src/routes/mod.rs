@@ -12,4 +12,5 @@ pub mod sync;
 pub mod telemetry;
 pub mod tokens;
 pub mod unsupported;
+pub mod wait;
 pub mod whoami;

@@ -44,7 +44,7 @@ pub async fn create(
     let stack = serde_json::to_string(&parsed)?;
     let git = request.git_metadata.unwrap_or_default();
     let id = ids::release()?;
-    let release = state
+    let (release, retargeted) = state
         .store
         .transaction(move |tx| {
             let release = releases::insert(
@@ -59,10 +59,13 @@ pub async fn create(
                 },
             )?;
             // In the same transaction: no deployment can miss a release that exists.
-            deployments::adopt_release(tx, &release.id)?;
-            Ok(release)
+            let retargeted = deployments::adopt_release(tx, &release.id)?;
+            Ok((release, retargeted))
         })
         .await?;
+    state
+        .changes
+        .all_changed(retargeted.iter().map(String::as_str));
     Ok((StatusCode::CREATED, Json(response(release))))
 }
 

@@ -4,21 +4,27 @@
 
 use axum::Json;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Error;
 use crate::auth::{Caller, Subject};
 use crate::authz::{Op, Target, authorize};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, QueryPairs};
 use crate::lifecycle::DeploymentStatus;
 use crate::lifecycle::lease::{StatusFilter, valid_acquire_mode};
 use crate::lifecycle::reconcile::{self, Recorded};
+use crate::routes::wait;
+use crate::services::changes::Watch;
 use crate::services::deployments::load_in;
 use crate::state::AppState;
+use crate::store::Store;
 use crate::store::deployments::{self, AcquireQuery, Deployment};
 use crate::store::releases;
 use crate::wire::sync::{
@@ -110,7 +116,7 @@ pub async fn reconcile(
 ) -> Result<Json<ReconcileResponse>, Error> {
     let subject = caller.authenticate(&state.store).await?;
     let system = caller.is_system();
-    let current = state
+    let (id, current) = state
         .store
         .transaction(move |tx| {
             let deployment = load_in(tx, &subject, &request.deployment_id, Op::SyncDeployment)?;
@@ -154,9 +160,10 @@ pub async fn reconcile(
             }
             // The client adopts what it is answered: a kept pending delete, not its report.
             report.status = write.status;
-            Ok(report)
+            Ok((deployment.id, report))
         })
         .await?;
+    state.changes.changed(&id);
     Ok(Json(ReconcileResponse {
         success: true,
         current,
@@ -264,14 +271,24 @@ pub async fn plan(
     Ok(Json(plan))
 }
 
+/// The longest an agent sync is held: the commands' long polls' bound, well inside the
+/// connections' timeouts.
+const MAX_WAIT_SECONDS: u64 = 30;
+
 /// The pull agent's sync: take its report (unless stale), answer with the release it should
-/// deploy and, when the manager knows better than the agent, the state to adopt.
+/// deploy and, when the manager knows better than the agent, the state to adopt. With
+/// `waitSeconds`, an answer with neither is held until there is news (see [`hold`]).
 pub async fn sync(
     State(state): State<AppState>,
     caller: Caller,
+    query: QueryPairs,
     JsonBody(request): JsonBody<AgentSyncRequest>,
 ) -> Result<Json<AgentSyncResponse>, Error> {
     let subject = caller.authenticate(&state.store).await?;
+    let wait = match &request.wait_seconds {
+        Some(value) => wait::in_body(value, MAX_WAIT_SECONDS)?,
+        None => wait::in_query(&query, MAX_WAIT_SECONDS)?,
+    };
     let bearer = caller.bearer();
     let base_url = state.base_url.to_string();
     let report = request.current_state.as_deref().and_then(|raw| {
@@ -282,32 +299,72 @@ pub async fn sync(
             .ok()
     });
     let commands_url = format!("{base_url}/v1");
-    let sync = AgentSync {
+    let sync = Arc::new(AgentSync {
         subject,
         deployment_id: request.deployment_id,
         bearer,
         base_url,
-    };
+    });
+    // Watching begins before the first read, so that a change committed after it wakes the
+    // wait however soon it comes.
+    let waiting = wait.map(|seconds| {
+        (
+            Duration::from_secs(seconds),
+            state.changes.watch(&sync.deployment_id),
+        )
+    });
     // Most syncs are polls without a report: they only read, beside the writer.
-    let (current_state, target) = match report {
+    let answer = match report {
         Some(report) => {
+            let sync = Arc::clone(&sync);
             state
                 .store
                 .transaction(move |tx| sync.answer(tx, Some(report)))
                 .await?
         }
-        None => {
-            state
-                .store
-                .read(move |conn| sync.answer(conn, None))
-                .await?
+        None => sync.read(&state.store).await?,
+    };
+    if answer.report_moved {
+        state.changes.changed(&sync.deployment_id);
+    }
+    let answer = match waiting {
+        Some((wait, watch)) if answer.is_empty() => {
+            hold(&state, &sync, answer, watch, wait).await?
         }
+        _ => answer,
     };
     Ok(Json(AgentSyncResponse {
-        current_state,
-        target,
+        current_state: answer.current_state,
+        target: answer.target,
         commands_url,
     }))
+}
+
+/// Holds `held`, an answer with nothing in it, until the deployment changes so that the
+/// answer carries something or what is asked of the agent moved (its status, desired release
+/// or retry request: a redeploy, say), or the deployment is gone, or `wait` passes; then
+/// answers what a sync would answer then. A wake-up that changed none of it waits on. When
+/// the manager stops, `held` is answered at once. Nothing of the database is held meanwhile.
+async fn hold(
+    state: &AppState,
+    sync: &Arc<AgentSync>,
+    held: Answer,
+    mut watch: Watch,
+    wait: Duration,
+) -> Result<Answer, Error> {
+    let deadline = Instant::now() + wait;
+    loop {
+        tokio::select! {
+            () = watch.changed() => {}
+            () = tokio::time::sleep_until(deadline) => break,
+            () = state.shutdown.cancelled() => return Ok(held),
+        }
+        let now = sync.read(&state.store).await?;
+        if !now.is_empty() || now.requested != held.requested {
+            return Ok(now);
+        }
+    }
+    sync.read(&state.store).await
 }
 
 /// One agent sync, once its request is read.
@@ -318,16 +375,58 @@ struct AgentSync {
     base_url: String,
 }
 
+/// What a sync answers, and what it knows beside.
+struct Answer {
+    current_state: Option<DeploymentState>,
+    target: Option<SyncTarget>,
+    requested: Requested,
+    /// The report this answer took changed [`Requested`], which others waiting must hear.
+    report_moved: bool,
+}
+
+impl Answer {
+    /// Nothing for the agent to do or adopt: the answer a sync may hold.
+    fn is_empty(&self) -> bool {
+        self.current_state.is_none() && self.target.is_none()
+    }
+}
+
+/// What the record asks of the agent beside the answer's target: a change of it ends a held
+/// sync even when the answer stays empty.
+#[derive(Debug, PartialEq)]
+struct Requested {
+    status: DeploymentStatus,
+    desired_release_id: Option<String>,
+    retry_requested: bool,
+}
+
+impl Requested {
+    fn of(deployment: &Deployment) -> Requested {
+        Requested {
+            status: deployment.status(),
+            desired_release_id: deployment.desired_release_id.clone(),
+            retry_requested: deployment.retry_requested,
+        }
+    }
+}
+
 impl AgentSync {
+    /// The answer without a report, read beside the writer.
+    async fn read(self: &Arc<Self>, store: &Store) -> Result<Answer, Error> {
+        let sync = Arc::clone(self);
+        store.read(move |conn| sync.answer(conn, None)).await
+    }
+
     /// Persists `report` unless it is to be ignored, and answers with the state the agent
     /// should adopt, if any, and the release it should deploy, if any. Without a report,
     /// `conn` is only read.
     fn answer(
-        self,
+        &self,
         conn: &rusqlite::Connection,
         report: Option<DeploymentState>,
-    ) -> Result<(Option<DeploymentState>, Option<SyncTarget>), Error> {
+    ) -> Result<Answer, Error> {
         let mut deployment = load_in(conn, &self.subject, &self.deployment_id, Op::SyncDeployment)?;
+        let before = Requested::of(&deployment);
         let mut ignored = false;
         if let Some(mut report) = report {
             known_release(conn, &report)?;
@@ -366,7 +465,7 @@ impl AgentSync {
                             release_id: release_id.to_owned(),
                             stack,
                         },
-                        config: config(&deployment, self.bearer, self.base_url)?,
+                        config: config(&deployment, self.bearer.clone(), self.base_url.clone())?,
                     }),
                 }
             }
@@ -378,7 +477,13 @@ impl AgentSync {
             } else {
                 None
             };
-        Ok((current_state, target))
+        let requested = Requested::of(&deployment);
+        Ok(Answer {
+            current_state,
+            target,
+            report_moved: requested != before,
+            requested,
+        })
     }
 }
 

@@ -400,17 +400,19 @@ pub fn insert(conn: &Connection, new: &NewDeployment<'_>) -> Result<Deployment, 
 }
 
 /// A new release becomes the desired one of every deployment it applies to: those running,
-/// or failed in an update or a refresh, on any platform.
-pub fn adopt_release(conn: &Connection, release_id: &str) -> Result<usize, Error> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "UPDATE deployments SET desired_release_id = ?1, status = '{}',
-                 next_step_after = NULL, updated_at = {NOW}
-             WHERE status IN ({})",
-            DeploymentStatus::UpdatePending,
-            status_list(&DeploymentStatus::RELEASE_ELIGIBLE)
-        ))?
-        .execute([release_id])?)
+/// or failed in an update or a refresh, on any platform. Returns their ids, whose agents are
+/// to be told.
+pub fn adopt_release(conn: &Connection, release_id: &str) -> Result<Vec<String>, Error> {
+    let mut statement = conn.prepare_cached(&format!(
+        "UPDATE deployments SET desired_release_id = ?1, status = '{}',
+             next_step_after = NULL, updated_at = {NOW}
+         WHERE status IN ({})
+         RETURNING id",
+        DeploymentStatus::UpdatePending,
+        status_list(&DeploymentStatus::RELEASE_ELIGIBLE)
+    ))?;
+    let ids = statement.query_map([release_id], |row| row.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
 }
 
 /// Asks for a teardown, unless one is under way or nothing is left to tear down here.

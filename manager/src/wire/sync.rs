@@ -158,6 +158,9 @@ pub struct AgentSyncRequest {
     pub deployment_id: String,
     /// Parsed leniently: a report that is not a state is ignored, not refused.
     pub current_state: Option<Box<RawValue>>,
+    /// Our long-poll extension, also accepted in the query; read by hand, so that a bad value
+    /// is the same 400 in both places.
+    pub wait_seconds: Option<Value>,
     /// Accepted and, as in the public manager's standalone store, not stored.
     #[serde(rename = "resourceHeartbeats")]
     pub _resource_heartbeats: Option<Vec<IgnoredAny>>,

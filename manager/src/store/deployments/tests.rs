@@ -309,7 +309,7 @@ fn lifecycle_requests_change_only_the_statuses_they_may() {
         let conn = database();
         add(&conn, "dep_1", status);
         assert_eq!(
-            adopt_release(&conn, "rel_1").expect("adopt") == 1,
+            adopt_release(&conn, "rel_1").expect("adopt") == ["dep_1"],
             adopts,
             "{status} adopt"
         );
