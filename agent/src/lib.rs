@@ -7,8 +7,10 @@
 //! directory; from then on it uses only that token. Two loops share the deployment's record:
 //! the sync loop reports it to the manager and records what the manager asks for (a release,
 //! a retry, a delete); the deployment loop alone moves it, one engine step at a time, and
-//! checks the running workloads every heartbeat interval.
+//! checks the running workloads every heartbeat interval. A third relays commands to the
+//! deployment's workers, which the manager cannot reach.
 
+mod commands;
 pub mod config;
 mod deploy;
 mod manager;
@@ -118,8 +120,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     });
     let syncing = tokio::spawn(agent.clone().sync_loop(shutdown.clone()));
     let deploying = tokio::spawn(agent.clone().deployment_loop(shutdown.clone()));
+    let relaying = tokio::spawn(agent.clone().commands_loop(shutdown.clone()));
     let _ = syncing.await;
     let _ = deploying.await;
+    let _ = relaying.await;
     platform.stop_all(STOP_GRACE).await;
     let _ = shipping.await;
     Ok(())
@@ -157,6 +161,13 @@ async fn identify(
                     .initialize(config.token.expose(), &config.name, config.initial_release)
                     .await
                 {
+                    Ok(initialized) if initialized.deployment_model.as_deref() == Some("push") => {
+                        return Err(AgentError::Config(format!(
+                            "deployment {} is a push deployment: the manager deploys it \
+                             itself; onboard this machine under another name",
+                            initialized.deployment_id
+                        )));
+                    }
                     Ok(initialized) => {
                         break Identity {
                             deployment_id: initialized.deployment_id,

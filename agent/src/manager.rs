@@ -24,6 +24,16 @@ const ANSWER_LIMIT: usize = 32 << 20;
 /// How long an answer may take beyond the wait the request asked for.
 const ANSWER_GRACE: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const LEASES_PATH: &str = "/v1/commands/leases";
+
+/// One leased command.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    pub lease_id: String,
+    pub command_id: String,
+    pub envelope: Value,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -58,6 +68,9 @@ pub struct Initialized {
     /// The deployment's own token, when the manager minted one for this agent.
     #[serde(default)]
     pub token: Option<String>,
+    /// `push` or `pull`.
+    #[serde(default)]
+    pub deployment_model: Option<String>,
 }
 
 /// What a sync reports.
@@ -119,10 +132,13 @@ impl Manager {
         name: &str,
         initial: InitialRelease,
     ) -> Result<Initialized, ManagerError> {
+        // A pull deployment: its commands for workers come through the agent, and deployd
+        // leaves it alone.
         let body = serde_json::json!({
             "name": name,
             "platform": "local",
             "initialDesiredRelease": initial.as_str(),
+            "stackSettings": {"deploymentModel": "pull"},
         });
         self.call("/v1/initialize", token, &body, Duration::ZERO)
             .await
@@ -180,21 +196,42 @@ impl Manager {
         body: Vec<u8>,
         wait: Duration,
     ) -> Result<T, ManagerError> {
-        let answer_error = |reason: String| ManagerError::Answer {
-            path: path.to_owned(),
-            reason,
-        };
         let url = format!("{}{path}", self.base);
+        let (status, bytes) = self
+            .exchange(&url, path, token, content_type, body, wait)
+            .await?;
+        if status != StatusCode::OK && status != StatusCode::CREATED {
+            return Err(refused(path, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ManagerError::Answer {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// One `POST` of `body` to `url` with the bearer `token`: the status and the answer.
+    async fn exchange(
+        &self,
+        url: &str,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        wait: Duration,
+    ) -> Result<(StatusCode, Bytes), ManagerError> {
         let request = Request::builder()
             .method(Method::POST)
-            .uri(&url)
+            .uri(url)
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::CONTENT_TYPE, content_type)
             .header(header::USER_AGENT, USER_AGENT)
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| answer_error(e.to_string()))?;
+            .map_err(|e| ManagerError::Answer {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
         let unreachable = |reason: String| ManagerError::Unreachable {
-            url: self.base.clone(),
+            url: url.to_owned(),
             reason,
         };
         let exchange = async {
@@ -211,20 +248,115 @@ impl Manager {
                 .to_bytes();
             Ok::<_, ManagerError>((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(wait + ANSWER_GRACE, exchange)
+        tokio::time::timeout(wait + ANSWER_GRACE, exchange)
             .await
-            .map_err(|_| unreachable("no answer in time".into()))??;
-        if status != StatusCode::OK && status != StatusCode::CREATED {
-            let envelope: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let text = |key: &str| envelope[key].as_str().unwrap_or_default().to_owned();
-            return Err(ManagerError::Refused {
-                path: path.to_owned(),
-                status: status.as_u16(),
-                code: text("code"),
-                message: text("message"),
-            });
+            .map_err(|_| unreachable("no answer in time".into()))?
+    }
+
+    /// Leases commands (`body` names the target), waiting up to `wait_seconds` for one.
+    pub async fn lease(
+        &self,
+        token: &str,
+        body: &Value,
+        wait_seconds: u64,
+    ) -> Result<Vec<Lease>, ManagerError> {
+        #[derive(Deserialize)]
+        struct Leases {
+            leases: Vec<Lease>,
         }
-        serde_json::from_slice(&bytes).map_err(|e| answer_error(e.to_string()))
+        let answer: Leases = self
+            .call(LEASES_PATH, token, body, Duration::from_secs(wait_seconds))
+            .await?;
+        Ok(answer.leases)
+    }
+
+    /// Gives a lease back, so that its command is leased again at once.
+    pub async fn release_lease(&self, token: &str, lease_id: &str) -> Result<(), ManagerError> {
+        let path = format!("{LEASES_PATH}/{lease_id}/release");
+        let url = format!("{}{path}", self.base);
+        let (status, bytes) = self
+            .exchange(
+                &url,
+                &path,
+                token,
+                "application/json",
+                b"{}".to_vec(),
+                Duration::ZERO,
+            )
+            .await?;
+        // Gone or already answered: nothing is left to give back.
+        if status.is_success() || status == StatusCode::CONFLICT || status == StatusCode::GONE {
+            Ok(())
+        } else {
+            Err(refused(&path, status, &bytes))
+        }
+    }
+
+    /// A leased envelope with its URLs made absolute: the manager sends the ones on its own
+    /// origin relative to the lease URL, and the worker's runtime calls them as they are.
+    pub fn absolute_envelope(&self, mut envelope: Value) -> Result<Value, ManagerError> {
+        let base = format!("{}{LEASES_PATH}", self.base);
+        let base = url::Url::parse(&base).map_err(|e| ManagerError::Answer {
+            path: LEASES_PATH.into(),
+            reason: format!("{base}: {e}"),
+        })?;
+        for pointer in [
+            "/responseHandling/submitResponseUrl",
+            "/responseHandling/storageUploadRequest/backend/url",
+            "/params/storageGetRequest/backend/url",
+        ] {
+            if let Some(slot) = envelope.pointer_mut(pointer)
+                && let Some(reference) = slot.as_str()
+            {
+                let absolute = base.join(reference).map_err(|e| ManagerError::Answer {
+                    path: LEASES_PATH.into(),
+                    reason: format!("the envelope's {pointer} {reference:?}: {e}"),
+                })?;
+                *slot = Value::String(absolute.into());
+            }
+        }
+        Ok(envelope)
+    }
+
+    /// Pushes an envelope into a worker's runtime on this machine, as the manager does for a
+    /// push deployment; `Ok` once the runtime took it (202).
+    pub async fn push_command(
+        &self,
+        target: &str,
+        token: &str,
+        envelope: &Value,
+    ) -> Result<(), ManagerError> {
+        let body = serde_json::to_vec(envelope).map_err(|e| ManagerError::Answer {
+            path: target.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let (status, bytes) = self
+            .exchange(
+                target,
+                target,
+                token,
+                "application/json",
+                body,
+                Duration::ZERO,
+            )
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(refused(target, status, &bytes))
+        }
+    }
+}
+
+/// A refusal, with the error envelope's code and message when the answer has one.
+fn refused(path: &str, status: StatusCode, bytes: &[u8]) -> ManagerError {
+    let envelope: Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let text = |key: &str| envelope[key].as_str().unwrap_or_default().to_owned();
+    ManagerError::Refused {
+        path: path.to_owned(),
+        status: status.as_u16(),
+        code: text("code"),
+        message: text("message"),
     }
 }
 
@@ -238,4 +370,55 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{InitialRelease, Token};
+
+    fn manager(url: &str) -> Manager {
+        Manager::new(&Config {
+            sync_url: url.into(),
+            token: Token::new("t", "t").expect("token"),
+            deployment_id: None,
+            name: "n".into(),
+            data_dir: "/d".into(),
+            sync_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(60),
+            initial_release: InitialRelease::Active,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_leased_envelope_s_relative_urls_resolve_against_the_lease_url() {
+        let envelope = json!({
+            "commandId": "cmd_1",
+            "params": {"mode": "storage", "storageGetRequest": {"backend": {"url": "../storage/p?sig=a%2Fb"}}},
+            "responseHandling": {
+                "submitResponseUrl": "cmd_1/response?response_token=ab&expires=9",
+                "storageUploadRequest": {"backend": {"url": "https://bucket.example/put?x=1"}}
+            }
+        });
+        let absolute = manager("http://10.0.0.1:8080/prefix/")
+            .absolute_envelope(envelope)
+            .expect("resolved");
+        assert_eq!(
+            absolute["responseHandling"]["submitResponseUrl"],
+            "http://10.0.0.1:8080/prefix/v1/commands/cmd_1/response?response_token=ab&expires=9"
+        );
+        assert_eq!(
+            absolute["params"]["storageGetRequest"]["backend"]["url"],
+            "http://10.0.0.1:8080/prefix/v1/storage/p?sig=a%2Fb"
+        );
+        assert_eq!(
+            absolute["responseHandling"]["storageUploadRequest"]["backend"]["url"],
+            "https://bucket.example/put?x=1",
+            "an absolute URL stays as it is"
+        );
+    }
 }

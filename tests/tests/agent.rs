@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use e2e::agent::{Agent, AgentOptions};
-use e2e::api::{Api, Request, unique};
+use e2e::api::{Api, Request, string, unique};
+use e2e::commands::{inline, response_bytes, wait_terminal};
 use e2e::deployments::{endpoint, get, release, web_stack};
 use e2e::wait_for;
 use serde_json::{Value, json};
@@ -24,6 +25,28 @@ fn deployments_of(api: &Api, group_id: &str) -> Vec<Value> {
         200,
     );
     listed["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Starts an agent for a new group of `api`, and waits until the deployment it creates runs
+/// `release_id`: the agent, the deployment's id and its record.
+fn start_agent(api: &Api, release_id: &str) -> (Agent, String, Value) {
+    let group = api.create_group();
+    let agent = Agent::start(AgentOptions {
+        sync_url: api.base_url(),
+        token: group.token.clone(),
+        name: unique("host"),
+        data_dir: api.server().work_dir().join(unique("agent")),
+        sync_interval_secs: SYNC_INTERVAL_SECS,
+        heartbeat_interval_secs: SYNC_INTERVAL_SECS,
+    });
+    let id = wait_for(SETTLE, || {
+        deployments_of(api, &group.id)
+            .first()
+            .and_then(|d| d["id"].as_str().map(str::to_owned))
+    })
+    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
+    let running = wait_running(api, &agent, &id, release_id);
+    (agent, id, running)
 }
 
 /// Waits until the deployment's record says it runs `release_id`.
@@ -169,4 +192,55 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
         !work.join("deployments").join(&id).exists(),
         "the deployment's directory is left"
     );
+}
+
+#[test]
+fn a_command_invoked_on_the_manager_reaches_a_worker_the_agent_runs_and_its_answer_comes_back() {
+    let api = Api::start();
+    let version = format!("agent-cmd-p{}", std::process::id());
+    let image = e2e::workloads::push(&api, "alien-test-worker", &version, &[]);
+    let stack = json!({
+        "id": "worker-app",
+        "permissions": {"profiles": {"execution": {}}},
+        "resources": {
+            "api": {
+                "config": {
+                    "type": "worker", "id": "api", "permissions": "execution",
+                    "code": {"type": "image", "image": image},
+                    "links": [], "triggers": [], "commandsEnabled": true
+                },
+                "lifecycle": "live",
+                "dependencies": []
+            }
+        }
+    });
+    let release_id = release(&api, stack);
+    let (agent, id, _) = start_agent(&api, &release_id);
+
+    for n in 0..3 {
+        let invoked = Instant::now();
+        let params = json!({"n": n});
+        let created = api.expect(
+            &Request::post(
+                "/v1/commands",
+                json!({
+                    "deploymentId": id, "command": "echo", "targetResourceId": "api",
+                    "params": inline(params.to_string().as_bytes()),
+                }),
+            )
+            .auth(api.admin()),
+            200,
+        );
+        let status = wait_terminal(&api, &string(&created, "commandId"), SETTLE);
+        assert_eq!(
+            status["state"],
+            "SUCCEEDED",
+            "{status:#}\nagent log:\n{}",
+            agent.log()
+        );
+        let answer: Value =
+            serde_json::from_slice(&response_bytes(&api, &status)).expect("a JSON answer");
+        assert_eq!(answer, json!({"echo": params, "version": version}));
+        eprintln!("command {n} answered in {:?}", invoked.elapsed());
+    }
 }
