@@ -87,6 +87,8 @@ pub struct Config {
     /// How often the running workloads are checked and restarted if they died.
     pub heartbeat_interval: Duration,
     pub initial_release: InitialRelease,
+    /// Where the workloads' own OTLP/HTTP telemetry is received (port 0: any free one).
+    pub otlp: std::net::SocketAddr,
 }
 
 impl Config {
@@ -151,6 +153,7 @@ mod tests {
             sync_interval: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(60),
             initial_release: InitialRelease::Active,
+            otlp: "127.0.0.1:4318".parse().expect("address"),
         }
     }
 

@@ -99,9 +99,10 @@ impl Agent {
             record.revision += 1;
             self.save(&record).await;
         }
-        let Some(config) = record.config.clone() else {
+        let Some(mut config) = record.config.clone() else {
             return Work::Nothing;
         };
+        config.telemetry_url = self.telemetry_url.clone();
         let state = &record.state;
         let waiting = state.status == Status::Pending && state.target_release.is_none();
         if !waiting && (!state.status.is_settled() || state.retry_requested) {

@@ -25,6 +25,9 @@ use std::time::Duration;
 use deployer::local::gateway::Gateways;
 use deployer::local::logs::Shipper;
 use deployer::local::{ComputeParts, Local};
+use otelfwd::Pipeline;
+use plumbing::config::TelemetryConfig;
+use protocol::otelfwd::{Origin, Signal};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -70,6 +73,8 @@ struct Agent {
     revision: watch::Sender<u64>,
     /// Wakes the deployment loop: the manager asked for something.
     requested: Notify,
+    /// The agent's OTLP receiver, where the workloads send their telemetry.
+    telemetry_url: Option<String>,
 }
 
 impl Agent {
@@ -107,7 +112,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     };
     info!(deployment_id = %identity.deployment_id, manager = %manager.base_url(), "agent started");
     let record = store.record()?.unwrap_or_else(Record::new);
-    let (platform, shipping) = prepare(&config, &store, &manager, &identity, &shutdown).await?;
+    let telemetry = Arc::new(open_telemetry(&store, &manager, &identity).await?);
+    let receiver = receive_telemetry(&config, &telemetry, &identity, &shutdown).await;
+    let receiving = receiver.as_ref().map(|(_, task)| task.abort_handle());
+    let (platform, shipping) = prepare(
+        &config,
+        &store,
+        &telemetry,
+        receiver.as_ref().map(|(address, _)| *address),
+        &shutdown,
+    )
+    .await?;
     let agent = Arc::new(Agent {
         revision: watch::Sender::new(record.revision),
         record: Mutex::new(record),
@@ -117,6 +132,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         identity,
         platform: platform.clone(),
         requested: Notify::new(),
+        telemetry_url: receiver
+            .as_ref()
+            .map(|(address, _)| format!("http://{address}")),
     });
     let syncing = tokio::spawn(agent.clone().sync_loop(shutdown.clone()));
     let deploying = tokio::spawn(agent.clone().deployment_loop(shutdown.clone()));
@@ -126,7 +144,76 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let _ = relaying.await;
     platform.stop_all(STOP_GRACE).await;
     let _ = shipping.await;
+    if let Some(receiving) = receiving {
+        receiving.abort();
+    }
+    telemetry.stop();
     Ok(())
+}
+
+/// The durable queues of the workloads' telemetry, forwarded to the manager's `/v1/{signal}`
+/// with the deployment's token.
+async fn open_telemetry(
+    store: &Store,
+    manager: &Manager,
+    identity: &Identity,
+) -> Result<Pipeline, AgentError> {
+    let root = store.dir().join("telemetry");
+    let base = manager.base_url().to_owned();
+    let token = identity.token.clone();
+    let config = TelemetryConfig {
+        // One forwarded batch must fit the manager's body limit (2 MiB by default): batches
+        // go uncompressed, as the public manager forwards bodies untouched.
+        max_body_bytes: 2 << 20,
+        max_decompressed_bytes: 3 << 19,
+        batch_max_bytes: 1 << 20,
+        queue_max_bytes: 256 << 20,
+        retry_max_ms: 30_000,
+        ..TelemetryConfig::default()
+    };
+    let timeout = config.request_timeout();
+    tokio::task::spawn_blocking(move || {
+        Pipeline::start(&root, &config, |signal| {
+            Some(otelfwd::Target::manager(&base, &token, signal, timeout))
+        })
+    })
+    .await?
+    .map_err(|e| AgentError::Data(format!("cannot open the telemetry queue: {e}")))
+}
+
+/// The OTLP/HTTP receiver for the workloads on `OTLP_HOST:OTLP_PORT`: its address and its
+/// task, or none when the address cannot be bound (the workloads then send to the manager
+/// directly, as they do in push mode).
+async fn receive_telemetry(
+    config: &Config,
+    telemetry: &Pipeline,
+    identity: &Identity,
+    shutdown: &CancellationToken,
+) -> Option<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = match tokio::net::TcpListener::bind(config.otlp).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!(address = %config.otlp, %error, "cannot receive the workloads' telemetry here; they send it to the manager directly");
+            return None;
+        }
+    };
+    let address = listener.local_addr().ok()?;
+    let origin = Origin {
+        deployment_id: identity.deployment_id.clone(),
+        ..Origin::default()
+    };
+    let router = otelfwd::server::otlp_router(telemetry.ingest_state(), origin);
+    let shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            warn!(%error, "the telemetry receiver stopped");
+        }
+    });
+    info!(%address, "receiving the workloads' telemetry");
+    Some((address, task))
 }
 
 /// The deployment this agent runs: the one on record, or the configured one, or a new one
@@ -191,12 +278,12 @@ async fn identify(
 }
 
 /// The local platform, rooted in the data directory, with what a previous agent left
-/// running adopted; and the shipper of the workloads' output to the manager.
+/// running adopted; and the shipper of the workloads' output into the logs queue.
 async fn prepare(
     config: &Config,
     store: &Store,
-    manager: &Manager,
-    identity: &Identity,
+    telemetry: &Pipeline,
+    receiver: Option<SocketAddr>,
     shutdown: &CancellationToken,
 ) -> Result<(Arc<Local>, tokio::task::JoinHandle<()>), AgentError> {
     let program = std::env::current_exe().map_err(AgentError::Program)?;
@@ -214,9 +301,8 @@ async fn prepare(
     };
     let shipper = Arc::new(Shipper::default());
     let shipping = tokio::spawn(shipper.clone().run(
-        output::ManagerLogs {
-            manager: manager.clone(),
-            token: identity.token.clone(),
+        output::QueuedLogs {
+            queue: telemetry.queue(Signal::Logs).clone(),
         },
         shutdown.clone(),
     ));
@@ -228,6 +314,7 @@ async fn prepare(
             gateways: Arc::new(Gateways::default()),
             shipper,
             manager: address,
+            telemetry: receiver,
         },
     ));
     platform.recover().await;

@@ -153,27 +153,6 @@ impl Manager {
         self.call("/v1/sync", token, report, wait).await
     }
 
-    /// Sends OTLP/protobuf logs as the deployment; `Ok` only once the manager answered
-    /// that it accepted them.
-    pub async fn send_logs(&self, token: &str, body: Vec<u8>) -> Result<(), ManagerError> {
-        #[derive(Deserialize)]
-        struct Accepted {
-            accepted: bool,
-        }
-        let path = "/v1/logs";
-        let answer: Accepted = self
-            .post(path, token, "application/x-protobuf", body, Duration::ZERO)
-            .await?;
-        if answer.accepted {
-            Ok(())
-        } else {
-            Err(ManagerError::Answer {
-                path: path.into(),
-                reason: "the logs were not accepted".into(),
-            })
-        }
-    }
-
     async fn call<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -391,6 +370,7 @@ mod tests {
             sync_interval: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(60),
             initial_release: InitialRelease::Active,
+            otlp: "127.0.0.1:4318".parse().expect("address"),
         })
     }
 

@@ -1,21 +1,21 @@
-//! The workloads' stdout and stderr, as OTLP log records sent to the manager with the
-//! deployment's token. A batch the manager has not accepted stays in the output files and
-//! is sent again, so nothing is lost while the manager is away.
+//! The workloads' stdout and stderr, as OTLP log records, into the agent's durable logs
+//! queue, which forwards them to the manager with everything else the workloads send.
+
+use std::sync::Arc;
 
 use deployer::local::logs::{LogBatch, LogSink, encode};
-
-use crate::manager::Manager;
+use otelfwd::queue::Queue;
 
 #[derive(Debug, Clone)]
-pub struct ManagerLogs {
-    pub manager: Manager,
-    pub token: String,
+pub struct QueuedLogs {
+    pub queue: Arc<Queue>,
 }
 
-impl LogSink for ManagerLogs {
+impl LogSink for QueuedLogs {
     async fn send(&self, batch: LogBatch) -> Result<(), String> {
-        self.manager
-            .send_logs(&self.token, encode(&batch))
+        let items = u32::try_from(batch.lines.len()).unwrap_or(u32::MAX);
+        self.queue
+            .push(encode(&batch), items)
             .await
             .map_err(|e| e.to_string())
     }

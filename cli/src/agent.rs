@@ -81,5 +81,6 @@ fn config(args: AgentArgs) -> Result<Config, AgentError> {
             InitialReleaseArg::Active => InitialRelease::Active,
             InitialReleaseArg::None => InitialRelease::None,
         },
+        otlp: std::net::SocketAddr::new(args.otlp_host, args.otlp_port),
     })
 }

@@ -192,6 +192,18 @@ pub struct AgentArgs {
     /// `none` (the next one released)
     #[arg(long = "initial-desired-release", env = "OPERATOR_INITIAL_DESIRED_RELEASE", value_enum, default_value_t = InitialReleaseArg::Active)]
     pub initial_release: InitialReleaseArg,
+    /// Address of the OTLP/HTTP receiver for the workloads' own telemetry, which the agent
+    /// queues on disk and forwards to the manager
+    #[arg(
+        long,
+        env = "OTLP_HOST",
+        default_value = "127.0.0.1",
+        value_name = "ADDR"
+    )]
+    pub otlp_host: std::net::IpAddr,
+    /// Port of that receiver (0: any free port)
+    #[arg(long, env = "OTLP_PORT", default_value_t = 4318, value_name = "PORT")]
+    pub otlp_port: u16,
     /// Format of log lines on stderr
     #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,

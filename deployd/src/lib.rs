@@ -118,6 +118,7 @@ async fn prepare(
                 std::net::Ipv4Addr::LOCALHOST,
                 ctx.config.server.port,
             )),
+            telemetry: None,
         },
     ));
     // What runs is served again before the runtime is probed: after a crash the stable

@@ -17,6 +17,10 @@ pub struct DeploymentConfig {
     /// The deployment's own token: image pulls, pushed commands, telemetry.
     #[serde(default)]
     pub deployment_token: Option<String>,
+    /// Ours, never on the wire: where workloads send their own telemetry when not to the
+    /// manager (a pull agent's OTLP receiver on its machine, which queues it durably).
+    #[serde(skip)]
+    pub telemetry_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -63,18 +63,23 @@ pub fn for_resource(
                 .insert("ALIEN_COMMANDS_TARGET_RESOURCE_ID".into(), id.into());
         }
     }
-    if let Some(manager) = &manager {
+    let telemetry = config
+        .telemetry_url
+        .as_deref()
+        .map(|url| url.trim_end_matches('/').to_owned())
+        .or_else(|| manager.clone());
+    if let Some(telemetry) = &telemetry {
         injected.plain.insert(
             "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT".into(),
-            format!("{manager}/v1/logs"),
+            format!("{telemetry}/v1/logs"),
         );
         injected.plain.insert(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
-            format!("{manager}/v1/traces"),
+            format!("{telemetry}/v1/traces"),
         );
         injected.plain.insert(
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT".into(),
-            format!("{manager}/v1/metrics"),
+            format!("{telemetry}/v1/metrics"),
         );
         injected
             .plain
@@ -173,6 +178,22 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_agent_s_receiver_takes_the_workloads_telemetry_instead_of_the_manager() {
+        let mut config = config();
+        config.telemetry_url = Some("http://127.0.0.1:4318/".into());
+        let injected = for_resource("dep_1", &config, "web", "container", &json!({}));
+        assert_eq!(
+            injected.plain["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"],
+            "http://127.0.0.1:4318/v1/logs"
+        );
+        let injected = for_resource("dep_1", &self::config(), "web", "container", &json!({}));
+        assert_eq!(
+            injected.plain["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"],
+            "http://127.0.0.1:8080/v1/logs"
+        );
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub struct Target {
     url: String,
     headers: Vec<(String, String)>,
     agent: ureq::Agent,
+    /// Bodies go gzip-compressed (a backend), or as they are (a manager, which the public
+    /// one forwards untouched, without their encoding).
+    gzip: bool,
+    /// A manager: delivered only once it answers `{"accepted":true}`, and its own troubles
+    /// (500, 507) are waited out rather than taken as a refusal.
+    manager: bool,
 }
 
 impl Target {
@@ -56,7 +62,26 @@ impl Target {
             url,
             headers,
             agent,
+            gzip: true,
+            manager: false,
         })
+    }
+
+    /// A manager's `/v1/{signal}`, as a pull agent sends to it with the deployment's token.
+    pub fn manager(base_url: &str, token: &str, signal: Signal, timeout: Duration) -> Target {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .user_agent(concat!("alien-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Target {
+            url: format!("{}/v1/{signal}", base_url.trim_end_matches('/')),
+            headers: vec![("authorization".into(), format!("Bearer {token}"))],
+            agent,
+            gzip: false,
+            manager: true,
+        }
     }
 }
 
@@ -143,7 +168,7 @@ impl Forwarder {
     fn deliver(&self, target: &Target, batch: &Batch) -> bool {
         let records = batch.records.len() as u64;
         let items = batch.items();
-        let body = match encode(batch) {
+        let body = match encode(batch, target.gzip) {
             Ok(body) => body,
             // Compressing into memory cannot fail short of running out of it; stopping this
             // forwarder leaves the batch queued for the next start.
@@ -207,11 +232,18 @@ impl Forwarder {
     }
 }
 
-/// The batch as one export request, gzip-compressed. Each record is an encoded
+/// The batch as one export request, gzip-compressed or not. Each record is an encoded
 /// `Export*ServiceRequest`, whose only field is its repeated resource list; protobuf appends
 /// repeated fields of concatenated messages, so the records laid end to end are the encoding
 /// of one request that holds all their resources.
-fn encode(batch: &Batch) -> std::io::Result<Vec<u8>> {
+fn encode(batch: &Batch, gzip: bool) -> std::io::Result<Vec<u8>> {
+    if !gzip {
+        return Ok(batch
+            .records
+            .iter()
+            .flat_map(|record| record.payload.iter().copied())
+            .collect());
+    }
     let mut encoder = GzEncoder::new(
         Vec::with_capacity(batch.bytes() as usize / 4),
         Compression::fast(),
@@ -226,8 +258,10 @@ fn send(target: &Target, body: &[u8]) -> Outcome {
     let mut request = target
         .agent
         .post(&target.url)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "gzip");
+        .header("content-type", "application/x-protobuf");
+    if target.gzip {
+        request = request.header("content-encoding", "gzip");
+    }
     for (name, value) in &target.headers {
         request = request.header(name, value);
     }
@@ -255,7 +289,30 @@ fn send(target: &Target, body: &[u8]) -> Outcome {
         .read_to_vec()
         .map(|bytes| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned())
         .unwrap_or_default();
-    classify(status, retry_after, &target.url, &text)
+    if target.manager {
+        classify_manager(status, retry_after, &target.url, &text)
+    } else {
+        classify(status, retry_after, &target.url, &text)
+    }
+}
+
+/// A manager keeps nothing it did not answer `{"accepted":true}` for; a 500 or a 507 (its
+/// volume is full) passes.
+fn classify_manager(status: u16, retry_after: Option<Duration>, url: &str, text: &str) -> Outcome {
+    let accepted = serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|answer| answer["accepted"] == true);
+    match status {
+        200..=299 if accepted => Outcome::Delivered,
+        200..=299 => Outcome::Retry {
+            reason: format!("POST {url}: HTTP {status} without {{\"accepted\":true}}"),
+            after: retry_after,
+        },
+        500 | 507 => Outcome::Retry {
+            reason: format!("POST {url}: HTTP {status}"),
+            after: retry_after,
+        },
+        _ => classify(status, retry_after, url, text),
+    }
 }
 
 fn classify(status: u16, retry_after: Option<Duration>, url: &str, text: &str) -> Outcome {
@@ -309,6 +366,37 @@ mod tests {
                 }
                 (want, got) => panic!("{status}: want {want:?}, got {got:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_manager_keeps_only_what_it_answered_accepted_for() {
+        let url = "http://m/v1/logs";
+        let accepted = r#"{"accepted":true}"#;
+        assert_eq!(
+            classify_manager(200, None, url, accepted),
+            Outcome::Delivered
+        );
+        for (status, text) in [
+            (200, ""),
+            (200, r#"{"accepted":false}"#),
+            (500, ""),
+            (507, ""),
+            (503, ""),
+        ] {
+            assert!(
+                matches!(
+                    classify_manager(status, None, url, text),
+                    Outcome::Retry { .. }
+                ),
+                "{status} {text}"
+            );
+        }
+        for status in [400, 401, 403, 413] {
+            assert!(matches!(
+                classify_manager(status, None, url, ""),
+                Outcome::Rejected { .. }
+            ));
         }
     }
 

@@ -1,4 +1,5 @@
-//! otelfwd's routes on its socket: `POST /ingest/{signal}` and `GET /status` (`protocol::otelfwd`).
+//! otelfwd's routes on its socket: `POST /ingest/{signal}` and `GET /status` (`protocol::otelfwd`);
+//! and the same ingest as a pull agent's OTLP/HTTP receiver ([`otlp_router`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,28 @@ pub fn router(state: State) -> Router {
     Router::new()
         .route("/ingest/{signal}", post(ingest))
         .route(STATUS_PATH, get(status))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The OTLP/HTTP receiver of a pull agent, for the workloads on its machine: `POST
+/// /v1/{logs,traces,metrics}` (protobuf or JSON, gzip or not), each request made durable in
+/// the queue before `{"accepted":true}`, with the agent's deployment as its origin; `GET
+/// /health`.
+pub fn otlp_router(state: State, origin: Origin) -> Router {
+    let body_limit = usize::try_from(state.max_body).unwrap_or(usize::MAX);
+    let origin = Arc::new(origin);
+    Router::new()
+        .route(
+            "/v1/{signal}",
+            post(
+                move |state: Extract<State>, signal: Path<String>, headers, body| {
+                    let origin = Origin::clone(&origin);
+                    async move { ingest(state, signal, Query(origin), headers, body).await }
+                },
+            ),
+        )
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -65,6 +65,7 @@ impl Agent {
                 "--heartbeat-interval",
                 &options.heartbeat_interval_secs.to_string(),
             ])
+            .args(["--otlp-port", "0"])
             .env_remove("SYNC_TOKEN")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,7 +1,8 @@
 //! `alien agent`, the pull-mode agent, end to end: a real agent process reaches the manager
 //! over TCP, sets itself up with a deployment-group token, runs the release on this machine,
 //! takes the next release at once through the long-poll, survives its own kill -9 and
-//! restarts without setting itself up twice, and tears everything down on a delete.
+//! restarts without setting itself up twice, tears everything down on a delete, relays
+//! commands to its workers, and loses no telemetry while the manager is away.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -10,7 +11,11 @@ use e2e::agent::{Agent, AgentOptions};
 use e2e::api::{Api, Request, string, unique};
 use e2e::commands::{inline, response_bytes, wait_terminal};
 use e2e::deployments::{endpoint, get, release, web_stack};
+use e2e::telemetry::{Backend, log};
 use e2e::wait_for;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use prost::Message;
 use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(90);
@@ -243,4 +248,120 @@ fn a_command_invoked_on_the_manager_reaches_a_worker_the_agent_runs_and_its_answ
         assert_eq!(answer, json!({"echo": params, "version": version}));
         eprintln!("command {n} answered in {:?}", invoked.elapsed());
     }
+}
+
+/// How long the manager is away in the outage test.
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// The address the agent receives the workloads' telemetry on, from its log.
+fn receiver_address(agent: &Agent) -> String {
+    wait_for(Duration::from_secs(30), || {
+        agent.log().lines().find_map(|line| {
+            let rest = line.split("address=").nth(1)?;
+            line.contains("receiving the workloads' telemetry")
+                .then(|| {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+        })
+    })
+    .unwrap_or_else(|| panic!("the agent does not receive telemetry:\n{}", agent.log()))
+}
+
+/// The numbers of the daemon's `tick N` lines the backend received.
+fn ticks(backend: &Backend, version: &str) -> Vec<u64> {
+    let prefix = format!("alien-test-daemon {version} tick ");
+    let mut ticks: Vec<u64> = backend
+        .log_bodies()
+        .iter()
+        .filter_map(|body| body.strip_prefix(&prefix)?.parse().ok())
+        .collect();
+    ticks.sort_unstable();
+    ticks.dedup();
+    ticks
+}
+
+#[test]
+fn telemetry_sent_while_the_manager_is_away_for_a_minute_all_arrives_once_it_is_back() {
+    let backend = Backend::start();
+    let api = e2e::telemetry::start_api(e2e::telemetry::config(Some(&backend.url()), ""));
+    let version = format!("agent-otel-p{}", std::process::id());
+    let image = e2e::workloads::push(&api, "alien-test-daemon", &version, &[]);
+    let stack = json!({
+        "id": "daemon-app",
+        "permissions": {"profiles": {"execution": {}}},
+        "resources": {
+            "ticker": {
+                "config": {
+                    "type": "daemon", "id": "ticker", "permissions": "execution",
+                    "code": {"type": "image", "image": image}, "links": []
+                },
+                "lifecycle": "live",
+                "dependencies": []
+            }
+        }
+    });
+    let release_id = release(&api, stack);
+    let (agent, id, _) = start_agent(&api, &release_id);
+    let receiver = receiver_address(&agent);
+    backend.wait(SETTLE, "the daemon's first ticks", |b| {
+        ticks(b, &version).len() >= 2
+    });
+
+    // The manager stops answering; the daemon goes on ticking and a workload sends logs of
+    // its own to the agent, which keeps them.
+    let manager = api
+        .server()
+        .daemon_pid("manager")
+        .expect("the manager's pid");
+    kill(Pid::from_raw(manager), Signal::SIGSTOP).expect("SIGSTOP");
+    let stopped_at = ticks(&backend, &version).last().copied().unwrap_or(0);
+    let sent: Vec<String> = (0..3).map(|n| unique(&format!("away-{n}"))).collect();
+    let agent_http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for body in &sent {
+        let mut reply = agent_http
+            .post(format!("http://{receiver}/v1/logs"))
+            .header("content-type", "application/x-protobuf")
+            .send(log(body, 200).encode_to_vec())
+            .expect("the agent's receiver answers while the manager is away");
+        assert_eq!(reply.status().as_u16(), 200);
+        let answer: Value = reply.body_mut().read_json().expect("JSON");
+        assert_eq!(answer, json!({"accepted": true}));
+        std::thread::sleep(OUTAGE / 4);
+    }
+    std::thread::sleep(OUTAGE / 4);
+    let during = ticks(&backend, &version).last().copied().unwrap_or(0);
+    kill(Pid::from_raw(manager), Signal::SIGCONT).expect("SIGCONT");
+    assert!(
+        during <= stopped_at + 1,
+        "ticks reached the backend while the manager was stopped: {stopped_at} then {during}"
+    );
+
+    // Everything comes through once it is back: the workload's logs, and every tick.
+    backend.wait(SETTLE, "the logs sent while the manager was away", |b| {
+        let bodies = b.log_bodies();
+        sent.iter().all(|s| bodies.contains(s))
+    });
+    let after_outage = stopped_at + OUTAGE.as_secs();
+    backend.wait(SETTLE, "the ticks of the outage", |b| {
+        ticks(b, &version)
+            .last()
+            .is_some_and(|&last| last > after_outage)
+    });
+    let seen = ticks(&backend, &version);
+    let first = seen[0];
+    let missing: Vec<u64> = (first..=after_outage)
+        .filter(|n| !seen.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ticks lost: {missing:?}\nagent log:\n{}",
+        agent.log()
+    );
+    assert_eq!(api.deployment(&id)["status"], "running");
 }

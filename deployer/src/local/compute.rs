@@ -43,6 +43,8 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// Where a workload in its own network namespace reaches the manager: deployd listens there
 /// inside the namespace and forwards to the manager's port.
 const MANAGER_INSIDE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// Where a workload in its own network reaches the agent's OTLP receiver.
+const TELEMETRY_INSIDE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 /// Lines of a failed version's output quoted in the error.
 const TAIL_LINES: usize = 20;
 /// The workloads of a version, by directory: a worker's runtime, then every version's app.
@@ -210,8 +212,12 @@ pub struct Compute {
     /// Where this machine reaches the manager's HTTP port: image pulls and the workloads'
     /// bridge go there.
     manager: SocketAddr,
-    /// The bridge to the manager this process serves for each workload in its own network.
-    bridges: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Where workloads send their own telemetry when not to the manager (the agent's OTLP
+    /// receiver on this host).
+    telemetry: Option<SocketAddr>,
+    /// The bridges to host services this process serves for each workload in its own
+    /// network.
+    bridges: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Compute {
@@ -233,6 +239,8 @@ pub struct ComputeParts {
     /// Where this machine reaches the manager's HTTP port (deployd: its own host; an agent:
     /// the manager's address).
     pub manager: SocketAddr,
+    /// The agent's OTLP receiver on this host, when workloads send their telemetry there.
+    pub telemetry: Option<SocketAddr>,
 }
 
 impl Compute {
@@ -246,6 +254,7 @@ impl Compute {
             gateways: parts.gateways,
             shipper: parts.shipper,
             manager: parts.manager,
+            telemetry: parts.telemetry,
             bridges: Mutex::new(HashMap::new()),
         }
     }
@@ -502,7 +511,23 @@ impl Compute {
         .await
     }
 
-    /// Lets a workload in its own namespace reach the manager at [`MANAGER_INSIDE`].
+    /// What a workload in its own namespace reaches on this host, and where inside: the
+    /// manager at [`MANAGER_INSIDE`], and the agent's OTLP receiver at [`TELEMETRY_INSIDE`].
+    fn routes(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        let mut routes = vec![(
+            SocketAddr::from((MANAGER_INSIDE, self.manager.port())),
+            self.manager,
+        )];
+        if let Some(telemetry) = self.telemetry {
+            routes.push((
+                SocketAddr::from((TELEMETRY_INSIDE, telemetry.port())),
+                telemetry,
+            ));
+        }
+        routes
+    }
+
+    /// Lets a workload in its own namespace reach the host's services of [`Compute::routes`].
     async fn bridge(&self, workload: &Workload) {
         if workload.network != Network::Private || workload.root_mode().is_none() {
             return;
@@ -510,39 +535,40 @@ impl Compute {
         if self.lock_bridges().contains_key(&workload.id) {
             return;
         }
-        let inside = SocketAddr::from((MANAGER_INSIDE, self.manager.port()));
-        let opened = {
-            let workload = workload.clone();
-            tokio::task::spawn_blocking(move || launcher::listen_in(&workload, inside)).await
-        };
-        let listener = match opened {
-            Ok(Ok(listener)) => listener,
-            Ok(Err(error)) => {
-                warn!(workload = %workload.id, %error, "cannot bridge the workload to the manager");
-                return;
-            }
-            Err(_) => return,
-        };
-        let Ok(listener) = listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
-        else {
-            return;
-        };
-        let manager = self.manager;
-        let task = tokio::spawn(async move {
-            while let Ok((mut inside, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    if let Ok(mut outside) = TcpStream::connect(manager).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
-                    }
-                });
-            }
-        });
-        self.lock_bridges().insert(workload.id.clone(), task);
+        let mut tasks = Vec::new();
+        for (inside, outside) in self.routes() {
+            let opened = {
+                let workload = workload.clone();
+                tokio::task::spawn_blocking(move || launcher::listen_in(&workload, inside)).await
+            };
+            let listener = match opened {
+                Ok(Ok(listener)) => listener,
+                Ok(Err(error)) => {
+                    warn!(workload = %workload.id, %error, %outside, "cannot bridge the workload to a host service");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let Ok(listener) = listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            else {
+                continue;
+            };
+            tasks.push(tokio::spawn(async move {
+                while let Ok((mut inside, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        if let Ok(mut outside) = TcpStream::connect(outside).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
+                        }
+                    });
+                }
+            }));
+        }
+        self.lock_bridges().insert(workload.id.clone(), tasks);
     }
 
-    fn lock_bridges(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+    fn lock_bridges(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<JoinHandle<()>>>> {
         self.bridges.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -645,13 +671,27 @@ impl Compute {
         for (name, value) in &ctx.secrets {
             env.insert(name.clone(), value.clone());
         }
-        if private && let Some(manager) = ctx.deployment.manager_url.as_deref() {
-            // The manager, as the workload reaches it from inside its namespace.
-            let inside = format!("http://{MANAGER_INSIDE}:{}", self.manager.port());
-            let manager = manager.trim_end_matches('/');
+        if private {
+            // The host's services, as the workload reaches them from inside its namespace.
+            let mut rewrites = Vec::new();
+            if let Some(manager) = ctx.deployment.manager_url.as_deref() {
+                rewrites.push((
+                    manager.trim_end_matches('/').to_owned(),
+                    format!("http://{MANAGER_INSIDE}:{}", self.manager.port()),
+                ));
+            }
+            if let Some(telemetry) = self.telemetry {
+                rewrites.push((
+                    format!("http://{telemetry}"),
+                    format!("http://{TELEMETRY_INSIDE}:{}", telemetry.port()),
+                ));
+            }
             for value in env.values_mut() {
-                if let Some(rest) = value.strip_prefix(manager) {
-                    *value = format!("{inside}{rest}");
+                for (outside, inside) in &rewrites {
+                    if let Some(rest) = value.strip_prefix(outside.as_str()) {
+                        *value = format!("{inside}{rest}");
+                        break;
+                    }
                 }
             }
         }
@@ -817,7 +857,7 @@ impl Compute {
             Ok(Ok(ids)) => {
                 let mut bridges = self.lock_bridges();
                 for id in ids {
-                    if let Some(task) = bridges.remove(&id) {
+                    for task in bridges.remove(&id).into_iter().flatten() {
                         task.abort();
                     }
                 }
