@@ -492,8 +492,7 @@ fn a_download_that_does_not_match_the_checksum_installs_nothing() {
     let mut command = shell("dash", &["--token", &group.token, "--no-start"]);
     command
         .env("INSTALL_DIR", &install_dir)
-        .env("CONFIG_DIR", &config_dir)
-        .env("TMPDIR", work.path());
+        .env("CONFIG_DIR", &config_dir);
     let ran = run(command, &script);
     assert!(
         !ran.success,
@@ -505,11 +504,25 @@ fn a_download_that_does_not_match_the_checksum_installs_nothing() {
         "{}",
         ran.stderr
     );
-    let left: Vec<_> = std::fs::read_dir(work.path())
-        .expect("work")
-        .map(|entry| entry.expect("entry").file_name())
-        .collect();
+    let left = files_under(work.path());
     assert!(left.is_empty(), "the failed install left {left:?}");
+}
+
+/// Every file below `dir`, however deep.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// As root where systemd runs (a mount namespace gives the script a /run/systemd/system,
@@ -548,8 +561,7 @@ fn with_systemd_the_script_writes_a_unit_systemd_accepts_and_starts_it() {
             .env("PATH", path_with(&stub))
             .env("INSTALL_DIR", root.join("bin"))
             .env("CONFIG_DIR", root.join("config"))
-            .env("SYSTEMD_UNIT_DIR", root.join("units"))
-            .env("TMPDIR", root);
+            .env("SYSTEMD_UNIT_DIR", root.join("units"));
         run(command, &script)
     };
 

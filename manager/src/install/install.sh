@@ -67,11 +67,12 @@ home() {
 	printf '%s' "$HOME"
 }
 
+# Prints what the manager answers at `$1`.
 fetch() {
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsSL -o "$2" "$1" || die "cannot download $1"
+		curl -fsSL "$1" || die "cannot download $1"
 	elif command -v wget >/dev/null 2>&1; then
-		wget -q -O "$2" "$1" || die "cannot download $1"
+		wget -q -O - "$1" || die "cannot download $1"
 	else
 		die "neither curl nor wget is installed"
 	fi
@@ -95,11 +96,11 @@ flush() {
 	sync "$1" 2>/dev/null || sync
 }
 
-# Writes the output of the command `$3...` to a temporary file beside `$1`, with mode `$2`,
-# flushed: `commit` renames it into place. The file is private until it has its mode (it
-# may be the token).
+# Writes the output of the command `$3...` to a hidden temporary file beside `$1`, with mode
+# `$2`, flushed: `commit` renames it into place. The file is private until it has its mode
+# (it may be the token).
 stage() {
-	PARTIAL="$1.new.$$"
+	PARTIAL="${1%/*}/.${1##*/}.new.$$"
 	mode=$2
 	shift 2
 	(umask 077 && "$@" >"$PARTIAL")
@@ -193,11 +194,11 @@ if [ "$ROOT" = yes ] && [ -d /run/systemd/system ]; then
 	done
 fi
 
-# Nothing is written outside the download directory until the download is verified.
+# The binary is downloaded next to where it goes, so that the rename that installs it is
+# atomic and no other file system (a small /tmp) has to hold it; it is removed unless it
+# matches the checksum and runs.
 PARTIAL=''
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/alien-install.XXXXXX")
 cleanup() {
-	rm -rf "$WORK"
 	if [ -n "$PARTIAL" ]; then
 		rm -f "$PARTIAL"
 	fi
@@ -206,19 +207,18 @@ trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
 
 say "Downloading alien ($ARCH) from $BASE_URL"
-fetch "$BASE_URL/install/alien" "$WORK/alien"
-fetch "$BASE_URL/install/alien.sha256" "$WORK/alien.sha256"
-expected=$(cut -d ' ' -f 1 <"$WORK/alien.sha256")
+mkdir -p "$BIN_DIR"
+stage "$BIN" 0600 fetch "$BASE_URL/install/alien"
+checksum=$(fetch "$BASE_URL/install/alien.sha256")
+expected=${checksum%% *}
 case $expected in
-'' | *[!0-9a-f]*) die "the manager's checksum is not a SHA-256: $expected" ;;
+'' | *[!0-9a-f]*) die "the manager's checksum is not a SHA-256: $checksum" ;;
 esac
-[ "${#expected}" -eq 64 ] || die "the manager's checksum is not a SHA-256: $expected"
-actual=$(sha256_of "$WORK/alien")
+[ "${#expected}" -eq 64 ] || die "the manager's checksum is not a SHA-256: $checksum"
+actual=$(sha256_of "$PARTIAL")
 [ "$actual" = "$expected" ] ||
 	die "the download does not match the manager's checksum (got $actual, expected $expected): nothing was installed"
-
-mkdir -p "$BIN_DIR"
-stage "$BIN" 0755 cat "$WORK/alien"
+chmod 0755 "$PARTIAL"
 "$PARTIAL" --version >/dev/null 2>&1 ||
 	die "the downloaded alien does not run on this machine (it needs a glibc as recent as the manager's machine has): nothing was installed"
 commit "$BIN"
