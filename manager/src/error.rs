@@ -186,6 +186,11 @@ pub enum Error {
     #[error("random number generator: {0}")]
     Random(getrandom::Error),
 
+    /// The running executable, served to the machines that install the agent, cannot be
+    /// read.
+    #[error("the running executable: {0}")]
+    Executable(std::io::Error),
+
     #[error("registryd answered {status}: {body}")]
     RegistryFailed { status: StatusCode, body: String },
 }

@@ -1,8 +1,8 @@
 //! The manager: the public HTTP API and the SQLite system of record.
 //!
 //! A request's path: [`server`] accepts it, [`routes`] handles it, [`auth`] says who sent it
-//! and [`authz`] what they may do, the services ([`services`], [`lifecycle`], [`registry`])
-//! do it, [`store`] is the only code that touches the database, and [`daemons`] the only
+//! and [`authz`] what they may do, the services ([`services`], [`lifecycle`], [`registry`],
+//! [`install`]) do it, [`store`] is the only code that touches the database, and [`daemons`] the only
 //! code that calls the other daemons. Nothing below [`routes`] imports a route.
 
 mod auth;
@@ -13,6 +13,7 @@ mod daemons;
 mod error;
 mod extract;
 mod ids;
+mod install;
 mod lifecycle;
 mod registry;
 mod routes;
@@ -83,6 +84,7 @@ pub async fn run(
         shutdown: ctx.shutdown.clone(),
         changes: services::changes::DeploymentChanges::default(),
         volumes: volumes::Volumes::new(ctx.data.root(), &ctx.config.database_path()),
+        executable: Default::default(),
     };
     let system = system_socket::serve(&ctx.data, state.clone(), ctx.shutdown.child_token()).await?;
     let open_files = plumbing::fd_limit::current().unwrap_or(u64::MAX);

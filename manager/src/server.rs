@@ -16,8 +16,8 @@ use crate::StartError;
 use crate::connections::{self, Limits};
 use crate::extract::BODY_LIMIT;
 use crate::routes::{
-    build_config, commands, deployment_groups, deployments, health, initialize, registry, releases,
-    sync, telemetry, tokens, unsupported, whoami,
+    build_config, commands, deployment_groups, deployments, health, initialize, install, registry,
+    releases, sync, telemetry, tokens, unsupported, whoami,
 };
 use crate::state::AppState;
 use crate::{unread_body, volumes};
@@ -27,6 +27,9 @@ use crate::{unread_body, volumes};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/install", get(install::script))
+        .route("/install/alien", get(install::binary))
+        .route("/install/alien.sha256", get(install::checksum))
         .route("/v1/whoami", get(whoami::whoami))
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))

@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemons::Daemons;
+use crate::install::executable::RunningExecutable;
 use crate::registry::Proxy;
 use crate::services::changes::DeploymentChanges;
 use crate::signing_key::SigningKey;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub changes: DeploymentChanges,
     /// The data volume and the database's, and which of them is full.
     pub volumes: Volumes,
+    /// This process's binary, which `GET /install/alien` serves as the agent's.
+    pub executable: Arc<RunningExecutable>,
 }
 
 impl FromRef<AppState> for Store {

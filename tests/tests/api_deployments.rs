@@ -128,9 +128,21 @@ fn each_group_token_request_mints_a_new_token() {
     let one = api.expect(&Request::post_empty(&path).auth(api.admin()), 200);
     let two = api.expect(&Request::post_empty(&path).auth(api.admin()), 200);
     for minted in [&one, &two] {
-        assert_eq!(keys(minted), ["deploymentGroupId", "token"]);
+        assert_eq!(
+            keys(minted),
+            ["deploymentGroupId", "installCommand", "token"]
+        );
         assert_eq!(minted["deploymentGroupId"], group.id.as_str());
-        assert!(is_token(&string(minted, "token"), "ax_dg_"), "{minted}");
+        let token = string(minted, "token");
+        assert!(is_token(&token, "ax_dg_"), "{minted}");
+        // Ours: how to install the agent with it (tests/tests/agent_install.rs runs it).
+        assert_eq!(
+            string(minted, "installCommand"),
+            format!(
+                "curl -fsSL http://localhost:{}/install | sh -s -- --token {token}",
+                api.server().port()
+            )
+        );
     }
     assert_ne!(one["token"], two["token"]);
     for minted in [one, two] {

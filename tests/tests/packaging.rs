@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every file in `packaging/systemd/`: a new unit must be added here to be verified.
-const UNITS: [&str; 6] = [
+const UNITS: [&str; 7] = [
     "alien-otelfwd.service",
     "alien-registryd.service",
     "alien-commandd.service",
     "alien-manager.service",
     "alien-deployd.service",
     "alien-manager.target",
+    "alien-agent.service",
 ];
 
 /// Where the install notes put the binary, as named by every unit's `ExecStart=`.
@@ -148,6 +149,24 @@ const DEPLOYD_LINES: &[&str] = &[
     "UMask=0077",
 ];
 
+/// The agent runs the same workloads as deployd, as root, on a customer's machine. The
+/// install script (`GET /install`) fills in the ExecStart= and Environment= values.
+const AGENT_LINES: &[&str] = &[
+    "Type=exec",
+    "ExecStart=/usr/local/bin/alien agent",
+    "Environment=SYNC_URL=https://manager.example.com",
+    "Environment=SYNC_TOKEN_FILE=/etc/alien-agent/token",
+    "Environment=DATA_DIR=/var/lib/alien-agent",
+    "Restart=on-failure",
+    "RestartPreventExitStatus=2",
+    "KillMode=process",
+    "User=root",
+    "UMask=0077",
+    "NoNewPrivileges=yes",
+    "ProtectHome=yes",
+    "WantedBy=multi-user.target",
+];
+
 const TARGET_LINES: &[&str] = &[
     "Wants=alien-otelfwd.service alien-registryd.service alien-commandd.service alien-manager.service alien-deployd.service",
     "WantedBy=multi-user.target",
@@ -171,6 +190,9 @@ fn units_run_their_daemon_on_the_shared_data_directory_with_the_same_hardening()
     }
     for line in DEPLOYD_LINES {
         expected.push(("alien-deployd.service".into(), (*line).into()));
+    }
+    for line in AGENT_LINES {
+        expected.push(("alien-agent.service".into(), (*line).into()));
     }
 
     let missing: Vec<String> = expected

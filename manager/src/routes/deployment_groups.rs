@@ -8,6 +8,7 @@ use crate::auth::{Caller, Role, Subject};
 use crate::authz::{Op, Target, authorize, own_group};
 use crate::extract::{JsonBody, PathParams};
 use crate::ids;
+use crate::install::script;
 use crate::state::AppState;
 use crate::store::deployment_groups::{self, DeploymentGroup};
 use crate::store::tokens::{self, NewToken};
@@ -105,6 +106,7 @@ pub async fn create_token(
         })
         .await?;
     Ok(Json(CreateTokenResponse {
+        install_command: script::install_command(&state.base_url, raw.expose()),
         token: raw.expose().to_owned(),
         deployment_group_id: group.id,
     }))

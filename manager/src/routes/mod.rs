@@ -6,6 +6,7 @@ pub mod deployment_groups;
 pub mod deployments;
 pub mod health;
 pub mod initialize;
+pub mod install;
 pub mod registry;
 pub mod releases;
 pub mod sync;

@@ -36,4 +36,9 @@ pub struct ListDeploymentGroupsResponse {
 pub struct CreateTokenResponse {
     pub token: String,
     pub deployment_group_id: String,
+    /// Ours: the one-liner that installs the agent with this token from this manager. The
+    /// document's schema leaves the object open to more properties. Absent when the base
+    /// URL cannot be put in the install script.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_command: Option<String>,
 }
