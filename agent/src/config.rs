@@ -89,6 +89,8 @@ pub struct Config {
     pub initial_release: InitialRelease,
     /// Where the workloads' own OTLP/HTTP telemetry is received (port 0: any free one).
     pub otlp: std::net::SocketAddr,
+    /// Whether a sync with nothing to report asks the manager to hold it until there is news.
+    pub long_poll: bool,
 }
 
 impl Config {
@@ -154,6 +156,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(60),
             initial_release: InitialRelease::Active,
             otlp: "127.0.0.1:4318".parse().expect("address"),
+            long_poll: true,
         }
     }
 

@@ -83,8 +83,14 @@ impl Agent {
                 *state = adopted;
             }
             if let Some(target) = requests.target {
-                let moving = state.status == Status::Running
-                    && state.current_release.as_ref().and_then(|r| r.id()) != target.id();
+                // A new release moves a deployment that runs, or whose last update or check
+                // failed, as the manager moves a push deployment.
+                let eligible = matches!(
+                    state.status,
+                    Status::Running | Status::UpdateFailed | Status::RefreshFailed
+                );
+                let moving =
+                    eligible && state.current_release.as_ref().and_then(|r| r.id()) != target.id();
                 state.target_release = Some(target);
                 if moving {
                     state.status = Status::UpdatePending;

@@ -371,6 +371,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(60),
             initial_release: InitialRelease::Active,
             otlp: "127.0.0.1:4318".parse().expect("address"),
+            long_poll: true,
         })
     }
 

@@ -42,13 +42,13 @@ impl Agent {
                 current_state: &state,
                 resource_heartbeats: &heartbeats,
                 operator_version: env!("CARGO_PKG_VERSION"),
-                wait_seconds: holding.then_some(wait.as_secs()),
+                wait_seconds: (holding && self.config.long_poll).then_some(wait.as_secs()),
             };
             let started = Instant::now();
             let answer = tokio::select! {
                 answer = self.manager.sync(&self.identity.token, &report) => answer,
                 // The record moved while the manager holds the sync: report it now.
-                _ = moved.changed(), if holding => continue,
+                _ = moved.changed(), if report.wait_seconds.is_some() => continue,
                 () = shutdown.cancelled() => return,
             };
             let pause = match answer {
@@ -60,7 +60,8 @@ impl Agent {
                     reported = Some(revision);
                     let news = self.apply(answer, revision).await;
                     let elapsed = started.elapsed();
-                    // A manager that does not hold syncs answered at once with nothing new.
+                    // Nothing new, and the manager did not hold the sync (the public one, or
+                    // no long-poll asked): the next one after the interval.
                     (holding && !news && elapsed < wait / 2)
                         .then(|| self.config.sync_interval.saturating_sub(elapsed))
                 }

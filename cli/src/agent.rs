@@ -82,5 +82,6 @@ fn config(args: AgentArgs) -> Result<Config, AgentError> {
             InitialReleaseArg::None => InitialRelease::None,
         },
         otlp: std::net::SocketAddr::new(args.otlp_host, args.otlp_port),
+        long_poll: !args.no_long_poll,
     })
 }

@@ -192,6 +192,10 @@ pub struct AgentArgs {
     /// `none` (the next one released)
     #[arg(long = "initial-desired-release", env = "OPERATOR_INITIAL_DESIRED_RELEASE", value_enum, default_value_t = InitialReleaseArg::Active)]
     pub initial_release: InitialReleaseArg,
+    /// Sync every SYNC_INTERVAL instead of asking the manager to hold a sync until there is
+    /// news (for a proxy that cuts requests idle for 30 s)
+    #[arg(long, env = "SYNC_NO_LONG_POLL")]
+    pub no_long_poll: bool,
     /// Address of the OTLP/HTTP receiver for the workloads' own telemetry, which the agent
     /// queues on disk and forwards to the manager
     #[arg(

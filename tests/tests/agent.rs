@@ -365,3 +365,107 @@ fn telemetry_sent_while_the_manager_is_away_for_a_minute_all_arrives_once_it_is_
     );
     assert_eq!(api.deployment(&id)["status"], "running");
 }
+
+/// Waits until the deployment's record has `status`.
+fn wait_status(api: &Api, agent: &Agent, id: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    wait_for(SETTLE, || {
+        last = api.deployment(id);
+        (last["status"] == status).then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("{id} never {status}: {last:#}\nagent log:\n{}", agent.log()))
+}
+
+#[test]
+fn a_broken_release_leaves_the_last_one_serving_and_the_next_good_one_goes_through_a_manager_restart()
+ {
+    let api = Api::start();
+    let tag = format!("agent-fail-p{}", std::process::id());
+    let (v1, v2, v3) = (
+        format!("{tag}-v1"),
+        format!("{tag}-v2"),
+        format!("{tag}-v3"),
+    );
+    let first = release(
+        &api,
+        web_stack(&e2e::workloads::push(&api, "alien-test-web", &v1, &[])),
+    );
+    let (agent, id, running) = start_agent(&api, &first);
+    let url = endpoint(&running, "web");
+    wait_answer(&agent, &url, &v1, Duration::from_secs(5));
+
+    // A release that never comes up: the update fails on this machine, v1 keeps serving, and
+    // the manager hears why.
+    let broken = e2e::workloads::push(&api, "alien-test-web", &v2, &["--exit-at-start"]);
+    release(&api, web_stack(&broken));
+    let failed = wait_status(&api, &agent, &id, "update-failed");
+    let message = failed["stackState"]["resources"]["web"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("exiting at start"), "{failed:#}");
+    assert_eq!(
+        get(&url),
+        Some((200, v1.clone())),
+        "the last release stopped serving"
+    );
+    // The agent waits in a held sync even though the manager keeps naming the failed
+    // release: the retry reaches it at once, not at its next sync.
+    let retried = Instant::now();
+    api.expect(
+        &Request::post_empty(format!("/v1/deployments/{id}/retry")).auth(api.admin()),
+        200,
+    );
+    wait_for(Duration::from_secs(SYNC_INTERVAL_SECS / 2), || {
+        let log = agent.log();
+        (log.matches("to=UpdateFailed").count() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the retry did not reach the agent at once:\n{}", agent.log()));
+    eprintln!("a retry was retried by the agent after {:?}", retried.elapsed());
+    assert_eq!(get(&url), Some((200, v1.clone())));
+
+    // A good release, with the manager killed while the agent rolls it out.
+    let good = e2e::workloads::push(&api, "alien-test-web", &v3, &[]);
+    let third = release(&api, web_stack(&good));
+    let manager = api
+        .server()
+        .daemon_pid("manager")
+        .expect("the manager's pid");
+    kill(Pid::from_raw(manager), Signal::SIGKILL).expect("kill -9 the manager");
+    wait_answer(&agent, &url, &v3, SETTLE);
+    wait_running(&api, &agent, &id, &third);
+}
+
+#[test]
+fn a_second_agent_of_the_same_name_gets_a_token_of_its_own_for_the_same_deployment() {
+    let api = Api::start();
+    let group = api.create_group();
+    let name = unique("host");
+    let identity = |agent: &Agent| -> Value {
+        let path = agent.data_dir().join("identity.json");
+        wait_for(SETTLE, || {
+            std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        })
+        .unwrap_or_else(|| panic!("no identity:\n{}", agent.log()))
+    };
+    let options = |dir: &str| AgentOptions {
+        sync_url: api.base_url(),
+        token: group.token.clone(),
+        name: name.clone(),
+        data_dir: api.server().work_dir().join(dir),
+        sync_interval_secs: SYNC_INTERVAL_SECS,
+        heartbeat_interval_secs: SYNC_INTERVAL_SECS,
+    };
+    let first = Agent::start(options("first"));
+    let first_identity = identity(&first);
+    let second = Agent::start(options("second"));
+    let second_identity = identity(&second);
+    assert_eq!(
+        first_identity["deploymentId"],
+        second_identity["deploymentId"]
+    );
+    assert_ne!(first_identity["token"], second_identity["token"]);
+    assert_eq!(deployments_of(&api, &group.id).len(), 1);
+}

@@ -298,6 +298,11 @@ pub async fn sync(
             })
             .ok()
     });
+    // What the agent already has: a target naming this release is no news to it.
+    let reported_target = report
+        .as_ref()
+        .and_then(|report| report.target_release.as_ref())
+        .and_then(|release| release.release_id.clone());
     let commands_url = format!("{base_url}/v1");
     let sync = Arc::new(AgentSync {
         subject,
@@ -328,8 +333,16 @@ pub async fn sync(
         state.changes.changed(&sync.deployment_id);
     }
     let answer = match waiting {
-        Some((wait, watch)) if answer.is_empty() => {
-            hold(&state, &sync, answer, watch, wait).await?
+        Some((wait, watch)) if !answer.is_news(reported_target.as_deref()) => {
+            hold(
+                &state,
+                &sync,
+                answer,
+                watch,
+                wait,
+                reported_target.as_deref(),
+            )
+            .await?
         }
         _ => answer,
     };
@@ -340,9 +353,9 @@ pub async fn sync(
     }))
 }
 
-/// Holds `held`, an answer with nothing in it, until the deployment changes so that the
-/// answer carries something or what is asked of the agent moved (its status, desired release
-/// or retry request: a redeploy, say), or the deployment is gone, or `wait` passes; then
+/// Holds `held`, an answer with no news for the agent, until the deployment changes so that
+/// the answer has news or what is asked of the agent moved (its status, desired release or
+/// retry request: a redeploy, say), or the deployment is gone, or `wait` passes; then
 /// answers what a sync would answer then. A wake-up that changed none of it waits on. When
 /// the manager stops, `held` is answered at once. Nothing of the database is held meanwhile.
 async fn hold(
@@ -351,6 +364,7 @@ async fn hold(
     held: Answer,
     mut watch: Watch,
     wait: Duration,
+    reported_target: Option<&str>,
 ) -> Result<Answer, Error> {
     let deadline = Instant::now() + wait;
     loop {
@@ -360,7 +374,7 @@ async fn hold(
             () = state.shutdown.cancelled() => return Ok(held),
         }
         let now = sync.read(&state.store).await?;
-        if !now.is_empty() || now.requested != held.requested {
+        if now.is_news(reported_target) || now.requested != held.requested {
             return Ok(now);
         }
     }
@@ -385,9 +399,14 @@ struct Answer {
 }
 
 impl Answer {
-    /// Nothing for the agent to do or adopt: the answer a sync may hold.
-    fn is_empty(&self) -> bool {
-        self.current_state.is_none() && self.target.is_none()
+    /// Whether the answer gives the agent something to do or adopt: a state, or a target
+    /// other than the one it reports as its own (a failed update's, say, which the manager
+    /// keeps sending). Only an answer without news may be held.
+    fn is_news(&self, reported_target: Option<&str>) -> bool {
+        self.current_state.is_some()
+            || self.target.as_ref().is_some_and(|target| {
+                Some(target.release_info.release_id.as_str()) != reported_target
+            })
     }
 }
 
