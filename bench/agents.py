@@ -13,7 +13,8 @@ container each, in runc as root). "Onboard" is the time from the agents' start u
 manager records all N running v1; "release" the time from `POST /v1/releases` of v2 until it
 records all N running v2. While the N agents idle (their syncs held by the manager, or
 between plain syncs), the manager daemon's CPU over 10 s and its RSS, and the agents' RSS
-(median and largest) are read from /proc.
+(median and largest, and the private part: RssAnon, without the binary's shared pages) are
+read from /proc.
 """
 
 import argparse
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from deployments import api, layer, stack, write_layout
+from deployments import api, layer, push_images, stack, write_layout
 from harness import cpu_seconds, daemons, memory_kib, start_serve, stop
 
 SETTLE_TIMEOUT_S = 900
@@ -60,14 +61,7 @@ def run(binary, layouts, count, long_poll):
     agents = []
     try:
         host = f"127.0.0.1:{port}"
-        refs = {}
-        for version in ("v1", "v2"):
-            repo = f"{host}/artifacts/default/web"
-            subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                            "--dest-creds", f"token:{token}",
-                            f"oci:{layouts[version]}:{version}", f"docker://{repo}:{version}"],
-                           check=True)
-            refs[version] = f"{repo}:{version}"
+        refs = push_images(port, token, layouts)
         first = api(port, token, "POST", "/v1/releases",
                     {"projectId": "default", "stack": {"local": stack(refs["v1"])}})["id"]
         group = api(port, token, "POST", "/v1/deployment-groups",
@@ -96,12 +90,13 @@ def run(binary, layouts, count, long_poll):
         manager_cpu = cpu_seconds(manager) - cpu_before
         manager_kib = memory_kib(manager, "VmRSS")
         agent_kib = [memory_kib(a.pid, "VmRSS") for a in agents]
+        agent_anon_kib = [memory_kib(a.pid, "RssAnon") for a in agents]
         began = time.monotonic()
         second = api(port, token, "POST", "/v1/releases",
                      {"projectId": "default", "stack": {"local": stack(refs["v2"])}})["id"]
         wait_running(port, token, group, count, second)
         release_s = time.monotonic() - began
-        return onboard_s, release_s, manager_cpu, manager_kib, agent_kib
+        return onboard_s, release_s, manager_cpu, manager_kib, agent_kib, agent_anon_kib
     finally:
         for agent in agents:
             agent.send_signal(signal.SIGTERM)
@@ -132,16 +127,18 @@ def main():
             layouts[version] = os.path.join(scratch, version)
             write_layout(layouts[version], args.workload, version, tar_bytes, blob)
         print("| agents | syncs | start → all running | release → all running "
-              "| manager CPU idle (10 s) | manager RSS | agent RSS median / max |")
-        print("|---|---|---|---|---|---|---|")
+              "| manager CPU idle (10 s) | manager RSS | agent RSS median / max "
+              "| agent private (anonymous) RSS median |")
+        print("|---|---|---|---|---|---|---|---|")
         for long_poll in (True, False):
-            onboard, release, cpu, manager_kib, agent_kib = run(
+            onboard, release, cpu, manager_kib, agent_kib, anon_kib = run(
                 binary, layouts, args.count, long_poll)
             print(f"| {args.count} | {'long-poll' if long_poll else 'every 30 s'} "
                   f"| {onboard:.1f} s | {release:.1f} s | {cpu:.2f} s "
                   f"| {manager_kib / 1024:.1f} MiB "
                   f"| {statistics.median(agent_kib) / 1024:.1f} / "
-                  f"{max(agent_kib) / 1024:.1f} MiB |", flush=True)
+                  f"{max(agent_kib) / 1024:.1f} MiB "
+                  f"| {statistics.median(anon_kib) / 1024:.1f} MiB |", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

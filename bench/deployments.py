@@ -106,6 +106,19 @@ def write_layout(directory, program, version, tar_bytes, blob):
         f.write('{"imageLayoutVersion":"1.0.0"}')
 
 
+def push_images(port, token, layouts):
+    """Pushes the v1 and v2 layouts with skopeo as the admin; their references by version."""
+    repo = f"127.0.0.1:{port}/artifacts/default/web"
+    refs = {}
+    for version in ("v1", "v2"):
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                        "--dest-creds", f"token:{token}",
+                        f"oci:{layouts[version]}:{version}", f"docker://{repo}:{version}"],
+                       check=True)
+        refs[version] = f"{repo}:{version}"
+    return refs
+
+
 def api(port, token, method, path, body=None):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}"}
@@ -167,15 +180,7 @@ def run(binary, layout_dir, count):
         f.write("[server]\ndeployment-interval-secs = 1\nheartbeat-interval-secs = 60\n")
     proc, port, token = start_serve(binary, os.path.join(data, "data"), config)
     try:
-        host = f"127.0.0.1:{port}"
-        refs = {}
-        for version in ("v1", "v2"):
-            repo = f"{host}/artifacts/default/web"
-            subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                            "--dest-creds", f"token:{token}",
-                            f"oci:{layout_dir[version]}:{version}", f"docker://{repo}:{version}"],
-                           check=True)
-            refs[version] = f"{repo}:{version}"
+        refs = push_images(port, token, layout_dir)
         time.sleep(2)
         deployd = daemons(proc.pid)["deployd"]
         idle_kib = memory_kib(deployd, "VmRSS")

@@ -15,18 +15,9 @@ pub fn run(args: AgentArgs) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(EXIT_CONFIG, error),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("agent")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(1, format!("cannot start the async runtime: {error}")),
-    };
-    let shutdown = match runtime.block_on(async { plumbing::shutdown::on_signal() }) {
-        Ok(shutdown) => shutdown,
-        Err(error) => return fail(1, format!("cannot handle signals: {error}")),
+    let (runtime, shutdown) = match crate::foreground_runtime("agent") {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     crate::raise_open_file_limit();
     let result = runtime.block_on(agent::run(config, shutdown));

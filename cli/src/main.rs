@@ -45,6 +45,23 @@ fn raise_open_file_limit() {
     }
 }
 
+/// A two-thread async runtime for a command that runs in the foreground, and the token
+/// SIGTERM or Ctrl-C cancels; the exit status to return when either cannot be had.
+fn foreground_runtime(
+    name: &str,
+) -> Result<(tokio::runtime::Runtime, tokio_util::sync::CancellationToken), ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(|error| fail(1, format!("cannot start the async runtime: {error}")))?;
+    let shutdown = runtime
+        .block_on(async { plumbing::shutdown::on_signal() })
+        .map_err(|error| fail(1, format!("cannot handle signals: {error}")))?;
+    Ok((runtime, shutdown))
+}
+
 /// Prints a fatal error as the one line a user reads, and returns `code`.
 fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {error}");

@@ -24,18 +24,9 @@ pub fn run(args: WorkerRuntimeArgs) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(EXIT_CONFIG, error),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("worker-runtime")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(1, format!("cannot start the async runtime: {error}")),
-    };
-    let shutdown = match runtime.block_on(async { plumbing::shutdown::on_signal() }) {
-        Ok(shutdown) => shutdown,
-        Err(error) => return fail(1, format!("cannot handle signals: {error}")),
+    let (runtime, shutdown) = match crate::foreground_runtime("worker-runtime") {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let result = runtime.block_on(worker_runtime::run(config, shutdown));
     match result {

@@ -395,6 +395,33 @@ pub fn wait_terminal(api: &Api, id: &str, timeout: Duration) -> Value {
 }
 
 /// The bytes of a terminal status's success response: inline, or downloaded.
+/// `POST /v1/commands` of `echo` with `params` to `target`, awaited: it must succeed; the
+/// terminal status and the JSON answer.
+pub fn echo(
+    api: &Api,
+    deployment_id: &str,
+    target: &str,
+    params: &Value,
+    timeout: Duration,
+) -> (Value, Value) {
+    let created = api.expect(
+        &Request::post(
+            "/v1/commands",
+            json!({
+                "deploymentId": deployment_id, "command": "echo", "targetResourceId": target,
+                "params": inline(params.to_string().as_bytes()),
+            }),
+        )
+        .auth(api.admin()),
+        200,
+    );
+    let status = wait_terminal(api, &string(&created, "commandId"), timeout);
+    assert_eq!(status["state"], "SUCCEEDED", "{status:#}");
+    let answer = serde_json::from_slice(&response_bytes(api, &status))
+        .unwrap_or_else(|e| panic!("the answer is not JSON ({e}): {status:#}"));
+    (status, answer)
+}
+
 pub fn response_bytes(api: &Api, status: &Value) -> Vec<u8> {
     let body = &status["response"]["response"];
     match body["mode"].as_str() {

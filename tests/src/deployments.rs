@@ -80,14 +80,7 @@ const DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// `POST /v1/deployments/{id}/delete` (`cleanup`), then waits until the row is gone (the
 /// push loop removes it once everything is torn down).
 pub fn delete(api: &Api, id: &str) {
-    api.expect(
-        &Request::post(
-            format!("/v1/deployments/{id}/delete"),
-            json!({"action": "cleanup"}),
-        )
-        .auth(api.admin()),
-        202,
-    );
+    request_delete(api, id);
     let gone = crate::wait_for(DELETE_TIMEOUT, || {
         let reply = api.send(&Request::get(format!("/v1/deployments/{id}")).auth(api.admin()));
         (reply.status == 404).then_some(())
@@ -96,6 +89,18 @@ pub fn delete(api: &Api, id: &str) {
         gone.is_some(),
         "the deployment row is still there: {:#}",
         api.deployment(id)
+    );
+}
+
+/// `POST /v1/deployments/{id}/delete` (`cleanup`), accepted.
+pub fn request_delete(api: &Api, id: &str) {
+    api.expect(
+        &Request::post(
+            format!("/v1/deployments/{id}/delete"),
+            json!({"action": "cleanup"}),
+        )
+        .auth(api.admin()),
+        202,
     );
 }
 

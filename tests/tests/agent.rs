@@ -8,8 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use e2e::agent::{Agent, AgentOptions};
-use e2e::api::{Api, Request, string, unique};
-use e2e::commands::{inline, response_bytes, wait_terminal};
+use e2e::api::{Api, Request, unique};
 use e2e::deployments::{endpoint, get, release, web_stack};
 use e2e::telemetry::{Backend, log};
 use e2e::wait_for;
@@ -174,14 +173,7 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
     assert_eq!(kept["token"], own_token.as_str());
 
     // A delete asked on the manager tears the workloads down on this machine.
-    api.expect(
-        &Request::post(
-            format!("/v1/deployments/{id}/delete"),
-            json!({"action": "cleanup"}),
-        )
-        .auth(api.admin()),
-        202,
-    );
+    e2e::deployments::request_delete(&api, &id);
     let gone = wait_for(SETTLE, || {
         let reply = api.send(&Request::get(format!("/v1/deployments/{id}")).auth(api.admin()));
         let finished = reply.status == 404 || reply.json()["status"] == "deleted";
@@ -225,27 +217,13 @@ fn a_command_invoked_on_the_manager_reaches_a_worker_the_agent_runs_and_its_answ
     for n in 0..3 {
         let invoked = Instant::now();
         let params = json!({"n": n});
-        let created = api.expect(
-            &Request::post(
-                "/v1/commands",
-                json!({
-                    "deploymentId": id, "command": "echo", "targetResourceId": "api",
-                    "params": inline(params.to_string().as_bytes()),
-                }),
-            )
-            .auth(api.admin()),
-            200,
-        );
-        let status = wait_terminal(&api, &string(&created, "commandId"), SETTLE);
+        let (_, answer) = e2e::commands::echo(&api, &id, "api", &params, SETTLE);
         assert_eq!(
-            status["state"],
-            "SUCCEEDED",
-            "{status:#}\nagent log:\n{}",
+            answer,
+            json!({"echo": params, "version": version}),
+            "agent log:\n{}",
             agent.log()
         );
-        let answer: Value =
-            serde_json::from_slice(&response_bytes(&api, &status)).expect("a JSON answer");
-        assert_eq!(answer, json!({"echo": params, "version": version}));
         eprintln!("command {n} answered in {:?}", invoked.elapsed());
     }
 }
@@ -420,8 +398,16 @@ fn a_broken_release_leaves_the_last_one_serving_and_the_next_good_one_goes_throu
         let log = agent.log();
         (log.matches("to=UpdateFailed").count() >= 2).then_some(())
     })
-    .unwrap_or_else(|| panic!("the retry did not reach the agent at once:\n{}", agent.log()));
-    eprintln!("a retry was retried by the agent after {:?}", retried.elapsed());
+    .unwrap_or_else(|| {
+        panic!(
+            "the retry did not reach the agent at once:\n{}",
+            agent.log()
+        )
+    });
+    eprintln!(
+        "a retry was retried by the agent after {:?}",
+        retried.elapsed()
+    );
     assert_eq!(get(&url), Some((200, v1.clone())));
 
     // A good release, with the manager killed while the agent rolls it out.

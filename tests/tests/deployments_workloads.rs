@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use e2e::api::{Api, Deployment, Request, string, unique};
-use e2e::commands::{inline, response_bytes, wait_terminal};
 use e2e::deployments::{LOOPS, Leftovers, endpoint, get, outputs, release, version, wait_running};
 use e2e::server::Options;
 use e2e::telemetry::{Backend, attributes};
@@ -92,26 +91,6 @@ fn worker_stack(image: &str) -> Value {
             }
         }
     })
-}
-
-/// `POST /v1/commands` to the worker `api`, awaited: the terminal status and the answer.
-fn command(api: &Api, deployment_id: &str, params: &Value) -> (Value, Value) {
-    let created = api.expect(
-        &Request::post(
-            "/v1/commands",
-            json!({
-                "deploymentId": deployment_id, "command": "echo", "targetResourceId": "api",
-                "params": inline(params.to_string().as_bytes()),
-            }),
-        )
-        .auth(api.admin()),
-        200,
-    );
-    let status = wait_terminal(api, &string(&created, "commandId"), SETTLE);
-    assert_eq!(status["state"], "SUCCEEDED", "{status:#}");
-    let answer = serde_json::from_slice(&response_bytes(api, &status))
-        .unwrap_or_else(|e| panic!("the worker's answer is not JSON ({e}): {status:#}"));
-    (status, answer)
 }
 
 /// A path a binding gives the workload: `storagePath` (a `file://` URL) or `dataDir`.
@@ -206,7 +185,7 @@ fn a_worker_gets_its_environment_takes_commands_and_keeps_its_url_across_an_upda
         "the worker's path probe finds what is not there"
     );
 
-    let (_, answer) = command(&api, &deployment.id, &json!({"n": 1}));
+    let (_, answer) = e2e::commands::echo(&api, &deployment.id, "api", &json!({"n": 1}), SETTLE);
     assert_eq!(answer, json!({"echo": {"n": 1}, "version": v1}));
 
     let image = e2e::workloads::push(&api, "alien-test-worker", &v2, &[]);
@@ -218,7 +197,7 @@ fn a_worker_gets_its_environment_takes_commands_and_keeps_its_url_across_an_upda
         format!("{url}/_alien/commands")
     );
     assert_eq!(get(&url), Some((200, v2.clone())), "{url}");
-    let (_, answer) = command(&api, &deployment.id, &json!({"n": 2}));
+    let (_, answer) = e2e::commands::echo(&api, &deployment.id, "api", &json!({"n": 2}), SETTLE);
     assert_eq!(answer, json!({"echo": {"n": 2}, "version": v2}));
 
     leftovers.delete(&api, &deployment.id);
