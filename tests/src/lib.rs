@@ -51,6 +51,7 @@ pub mod agent;
 pub mod api;
 pub mod commands;
 pub mod deployments;
+pub mod hammer;
 pub mod images;
 pub mod registry;
 pub mod small_disk;
