@@ -71,7 +71,7 @@ impl std::fmt::Debug for Token {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The manager's base URL (`http://host:port`, maybe with a path prefix).
+    /// The manager's base URL (`http(s)://host[:port]`, maybe with a path prefix).
     pub sync_url: String,
     /// A deployment-group token (the first start turns it into a deployment's own) or a
     /// deployment token.
@@ -91,18 +91,21 @@ pub struct Config {
     pub otlp: std::net::SocketAddr,
     /// Whether a sync with nothing to report asks the manager to hold it until there is news.
     pub long_poll: bool,
+    /// Certificates (PEM) trusted for an `https://` manager besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Config {
     /// The rules the flags cannot express.
     pub fn check(&self) -> Result<(), AgentError> {
         let url = &self.sync_url;
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(AgentError::Config(if url.starts_with("https://") {
-                format!("SYNC_URL {url}: HTTPS is not supported yet; use http://")
-            } else {
-                format!("SYNC_URL {url} must start with http://")
-            }));
+        let Some(rest) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+        else {
+            return Err(AgentError::Config(format!(
+                "SYNC_URL {url} must start with http:// or https://"
+            )));
         };
         if rest.trim_end_matches('/').is_empty() {
             return Err(AgentError::Config(format!("SYNC_URL {url} names no host")));
@@ -116,23 +119,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-
-    /// `host:port` of the manager, as the URL names it (port 80 when it names none).
-    pub fn manager_authority(&self) -> String {
-        let rest = self
-            .sync_url
-            .strip_prefix("http://")
-            .unwrap_or(&self.sync_url);
-        let authority = rest.split('/').next().unwrap_or(rest);
-        if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        }
     }
 
     /// The manager's base URL without a trailing `/`, which every path is joined to.
@@ -157,18 +143,19 @@ mod tests {
             initial_release: InitialRelease::Active,
             otlp: "127.0.0.1:4318".parse().expect("address"),
             long_poll: true,
+            ca_file: None,
         }
     }
 
     #[test]
     fn urls_are_checked_and_joined_one_way() {
         assert!(config("http://m:8080").check().is_ok());
-        assert!(config("https://m").check().is_err());
+        assert!(config("https://m").check().is_ok());
         assert!(config("ftp://m").check().is_err());
         assert!(config("http://").check().is_err());
+        assert!(config("https:///").check().is_err());
         assert_eq!(config("http://m:8080/").base_url(), "http://m:8080");
-        assert_eq!(config("http://m:8080/a/").manager_authority(), "m:8080");
-        assert_eq!(config("http://m/").manager_authority(), "m:80");
+        assert_eq!(config("https://m/a/").base_url(), "https://m/a");
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl Agent {
             return Work::Nothing;
         };
         config.telemetry_url = self.telemetry_url.clone();
+        config.workload_manager_url = Some(self.manager.local_base_url().to_owned());
         let state = &record.state;
         let waiting = state.status == Status::Pending && state.target_release.is_none();
         if !waiting && (!state.status.is_settled() || state.retry_requested) {

@@ -12,9 +12,11 @@
 
 mod commands;
 pub mod config;
+mod connect;
 mod deploy;
 mod manager;
 mod output;
+mod relay;
 mod store;
 mod sync;
 
@@ -55,8 +57,8 @@ pub enum AgentError {
     Images(#[from] images::Error),
     #[error("cannot find the alien executable: {0}")]
     Program(std::io::Error),
-    #[error("cannot resolve the manager's address {authority}: {reason}")]
-    Resolve { authority: String, reason: String },
+    #[error("cannot serve the relay to the manager on 127.0.0.1: {0}")]
+    Relay(std::io::Error),
     #[error("a start-up task stopped: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -105,7 +107,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         let dir = config.data_dir.clone();
         tokio::task::spawn_blocking(move || Store::open(&dir)).await??
     };
-    let manager = Manager::new(&config);
+    let connector = connect::connector(config.ca_file.as_deref())?;
+    let relay = relay::start(
+        config.base_url(),
+        connector.clone(),
+        store.relay_port()?,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(AgentError::Relay)?;
+    store.save_relay_port(relay.port())?;
+    let manager = Manager::new(&config, connector, relay);
     let identity = tokio::select! {
         identity = identify(&store, &manager, &config) => identity?,
         () = shutdown.cancelled() => return Ok(()),
@@ -116,9 +128,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let receiver = receive_telemetry(&config, &telemetry, &identity, &shutdown).await;
     let receiving = receiver.as_ref().map(|(_, task)| task.abort_handle());
     let (platform, shipping) = prepare(
-        &config,
         &store,
         &telemetry,
+        relay,
         receiver.as_ref().map(|(address, _)| *address),
         &shutdown,
     )
@@ -152,14 +164,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
 }
 
 /// The durable queues of the workloads' telemetry, forwarded to the manager's `/v1/{signal}`
-/// with the deployment's token.
+/// (through the relay) with the deployment's token.
 async fn open_telemetry(
     store: &Store,
     manager: &Manager,
     identity: &Identity,
 ) -> Result<Pipeline, AgentError> {
     let root = store.dir().join("telemetry");
-    let base = manager.base_url().to_owned();
+    let base = manager.local_base_url().to_owned();
     let token = identity.token.clone();
     let config = TelemetryConfig {
         // One forwarded batch must fit the manager's body limit (2 MiB by default): batches
@@ -278,26 +290,19 @@ async fn identify(
 }
 
 /// The local platform, rooted in the data directory, with what a previous agent left
-/// running adopted; and the shipper of the workloads' output into the logs queue.
+/// running adopted; and the shipper of the workloads' output into the logs queue. Images
+/// of the manager's registry are pulled through the `relay`.
 async fn prepare(
-    config: &Config,
     store: &Store,
     telemetry: &Pipeline,
+    relay: SocketAddr,
     receiver: Option<SocketAddr>,
     shutdown: &CancellationToken,
 ) -> Result<(Arc<Local>, tokio::task::JoinHandle<()>), AgentError> {
     let program = std::env::current_exe().map_err(AgentError::Program)?;
-    let authority = config.manager_authority();
-    let address = resolve(&authority).await?;
     let images = {
         let dir = store.dir().join("images");
-        let options = images::Options {
-            insecure_registries: vec![authority.clone(), address.to_string()],
-        };
-        Arc::new(
-            tokio::task::spawn_blocking(move || images::ImageStore::open_with(&dir, options))
-                .await??,
-        )
+        Arc::new(tokio::task::spawn_blocking(move || images::ImageStore::open(&dir)).await??)
     };
     let shipper = Arc::new(Shipper::default());
     let shipping = tokio::spawn(shipper.clone().run(
@@ -313,23 +318,11 @@ async fn prepare(
             program: program.clone(),
             gateways: Arc::new(Gateways::default()),
             shipper,
-            manager: address,
+            manager: relay,
             telemetry: receiver,
         },
     ));
     platform.recover().await;
     platform.use_launcher(deployer::local::detect_launcher(program).await?);
     Ok((platform, shipping))
-}
-
-async fn resolve(authority: &str) -> Result<SocketAddr, AgentError> {
-    let failed = |reason: String| AgentError::Resolve {
-        authority: authority.to_owned(),
-        reason,
-    };
-    tokio::net::lookup_host(authority)
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .next()
-        .ok_or_else(|| failed("no address".into()))
 }

@@ -10,20 +10,19 @@ use deployer::state::{DeploymentState, ReleaseInfo};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{Config, InitialRelease};
+use crate::connect::Connector;
 
 const USER_AGENT: &str = concat!("alien-agent/", env!("CARGO_PKG_VERSION"));
 /// An answer is a deployment's state and its release's stack: small, but not tiny.
 const ANSWER_LIMIT: usize = 32 << 20;
 /// How long an answer may take beyond the wait the request asked for.
 const ANSWER_GRACE: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const LEASES_PATH: &str = "/v1/commands/leases";
 
 /// One leased command.
@@ -108,16 +107,16 @@ pub struct SyncAnswer {
 #[derive(Debug, Clone)]
 pub struct Manager {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// The relay's base URL, where the workloads reach the manager (see `relay`).
+    local_base: String,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 impl Manager {
-    pub fn new(config: &Config) -> Manager {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
+    pub fn new(config: &Config, connector: Connector, relay: std::net::SocketAddr) -> Manager {
         Manager {
             base: config.base_url().to_owned(),
+            local_base: format!("http://{relay}"),
             client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
@@ -271,8 +270,14 @@ impl Manager {
         }
     }
 
-    /// A leased envelope with its URLs made absolute: the manager sends the ones on its own
-    /// origin relative to the lease URL, and the worker's runtime calls them as they are.
+    /// The URL at which the workloads on this machine reach the manager.
+    pub fn local_base_url(&self) -> &str {
+        &self.local_base
+    }
+
+    /// A leased envelope with its URLs made absolute and the manager's own ones pointed at
+    /// the relay: the manager sends the ones on its origin relative to the lease URL, and
+    /// the worker's runtime calls them as they are, in plain HTTP.
     pub fn absolute_envelope(&self, mut envelope: Value) -> Result<Value, ManagerError> {
         let base = format!("{}{LEASES_PATH}", self.base);
         let base = url::Url::parse(&base).map_err(|e| ManagerError::Answer {
@@ -291,7 +296,12 @@ impl Manager {
                     path: LEASES_PATH.into(),
                     reason: format!("the envelope's {pointer} {reference:?}: {e}"),
                 })?;
-                *slot = Value::String(absolute.into());
+                let absolute = String::from(absolute);
+                let local = absolute
+                    .strip_prefix(self.base.as_str())
+                    .filter(|rest| rest.starts_with('/'))
+                    .map(|rest| format!("{}{rest}", self.local_base));
+                *slot = Value::String(local.unwrap_or(absolute));
             }
         }
         Ok(envelope)
@@ -340,7 +350,7 @@ fn refused(path: &str, status: StatusCode, bytes: &[u8]) -> ManagerError {
 }
 
 /// An error and its causes on one line: hyper's own message alone says little.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -361,7 +371,7 @@ mod tests {
     use crate::config::{InitialRelease, Token};
 
     fn manager(url: &str) -> Manager {
-        Manager::new(&Config {
+        let config = Config {
             sync_url: url.into(),
             token: Token::new("t", "t").expect("token"),
             deployment_id: None,
@@ -372,7 +382,14 @@ mod tests {
             initial_release: InitialRelease::Active,
             otlp: "127.0.0.1:4318".parse().expect("address"),
             long_poll: true,
-        })
+            ca_file: None,
+        };
+        let connector = crate::connect::connector(None).expect("connector");
+        Manager::new(
+            &config,
+            connector,
+            "127.0.0.1:7000".parse().expect("address"),
+        )
     }
 
     #[tokio::test]
@@ -385,16 +402,17 @@ mod tests {
                 "storageUploadRequest": {"backend": {"url": "https://bucket.example/put?x=1"}}
             }
         });
-        let absolute = manager("http://10.0.0.1:8080/prefix/")
+        let absolute = manager("https://10.0.0.1:8080/prefix/")
             .absolute_envelope(envelope)
             .expect("resolved");
         assert_eq!(
             absolute["responseHandling"]["submitResponseUrl"],
-            "http://10.0.0.1:8080/prefix/v1/commands/cmd_1/response?response_token=ab&expires=9"
+            "http://127.0.0.1:7000/v1/commands/cmd_1/response?response_token=ab&expires=9",
+            "the manager's own URLs go through the relay, which adds the base's path"
         );
         assert_eq!(
             absolute["params"]["storageGetRequest"]["backend"]["url"],
-            "http://10.0.0.1:8080/prefix/v1/storage/p?sig=a%2Fb"
+            "http://127.0.0.1:7000/v1/storage/p?sig=a%2Fb"
         );
         assert_eq!(
             absolute["responseHandling"]["storageUploadRequest"]["backend"]["url"],

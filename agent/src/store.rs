@@ -17,6 +17,7 @@ use crate::AgentError;
 const LOCK: &str = "agent.lock";
 const IDENTITY: &str = "identity.json";
 const RECORD: &str = "deployment.json";
+const RELAY: &str = "relay.json";
 
 /// Who the agent is to the manager, once the first start has asked.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,13 @@ impl std::fmt::Debug for Identity {
             .field("deployment_id", &self.deployment_id)
             .finish_non_exhaustive()
     }
+}
+
+/// The relay's port, kept so that a restarted agent serves its workloads at the address
+/// they were launched with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RelayPort {
+    port: u16,
 }
 
 /// What the manager asked for since the deployment loop last looked; the loop applies it
@@ -132,6 +140,15 @@ impl Store {
 
     pub fn record(&self) -> Result<Option<Record>, AgentError> {
         read(&self.dir.join(RECORD))
+    }
+
+    /// The relay's port of the last start, if any.
+    pub fn relay_port(&self) -> Result<Option<u16>, AgentError> {
+        Ok(read::<RelayPort>(&self.dir.join(RELAY))?.map(|r| r.port))
+    }
+
+    pub fn save_relay_port(&self, port: u16) -> Result<(), AgentError> {
+        write(&self.dir.join(RELAY), &RelayPort { port })
     }
 
     /// Blocking: call it off the async threads.

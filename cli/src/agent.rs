@@ -74,5 +74,6 @@ fn config(args: AgentArgs) -> Result<Config, AgentError> {
         },
         otlp: std::net::SocketAddr::new(args.otlp_host, args.otlp_port),
         long_poll: !args.no_long_poll,
+        ca_file: args.ca_file,
     })
 }

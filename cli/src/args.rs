@@ -133,9 +133,13 @@ pub struct WorkerRuntimeArgs {
     that cannot be used (or a token the manager refuses), 1 otherwise."
 )]
 pub struct AgentArgs {
-    /// The manager's URL, as this machine reaches it (http://host:port)
+    /// The manager's URL, as this machine reaches it (http://host:port or https://host)
     #[arg(long, env = "SYNC_URL", value_name = "URL")]
     pub sync_url: String,
+    /// Certificates (PEM) to trust for an https:// SYNC_URL besides the system's: a private
+    /// CA's, or the manager's own when it is self-signed
+    #[arg(long, env = "SYNC_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The token: a deployment-group token (ax_dg_…) on the first start, or a deployment's
     /// own; prefer --sync-token-file, which keeps it out of the process list
     #[arg(

@@ -21,6 +21,20 @@ pub struct DeploymentConfig {
     /// manager (a pull agent's OTLP receiver on its machine, which queues it durably).
     #[serde(skip)]
     pub telemetry_url: Option<String>,
+    /// Ours, never on the wire: where workloads reach the manager when not at
+    /// `manager_url` (a pull agent's plain-HTTP relay on its machine).
+    #[serde(skip)]
+    pub workload_manager_url: Option<String>,
+}
+
+impl DeploymentConfig {
+    /// The manager's URL as the deployment's workloads reach it, without a trailing `/`.
+    pub fn manager_for_workloads(&self) -> Option<&str> {
+        self.workload_manager_url
+            .as_deref()
+            .or(self.manager_url.as_deref())
+            .map(|url| url.trim_end_matches('/'))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

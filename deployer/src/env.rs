@@ -36,10 +36,7 @@ pub fn for_resource(
             .insert("ALIEN_DEPLOYMENT_NAME".into(), name.clone());
     }
     let token = config.deployment_token.clone().unwrap_or_default();
-    let manager = config
-        .manager_url
-        .as_deref()
-        .map(|url| url.trim_end_matches('/').to_owned());
+    let manager = config.manager_for_workloads().map(str::to_owned);
     let commands = resource
         .get("commandsEnabled")
         .and_then(Value::as_bool)
@@ -193,6 +190,27 @@ mod tests {
         assert_eq!(
             injected.plain["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"],
             "http://127.0.0.1:8080/v1/logs"
+        );
+    }
+
+    #[test]
+    fn an_agent_s_relay_is_where_the_workloads_reach_the_manager() {
+        let mut config = config();
+        config.workload_manager_url = Some("http://127.0.0.1:41000".into());
+        let injected = for_resource(
+            "dep_1",
+            &config,
+            "web",
+            "container",
+            &json!({"commandsEnabled": true}),
+        );
+        assert_eq!(
+            injected.plain["ALIEN_COMMANDS_URL"],
+            "http://127.0.0.1:41000/v1"
+        );
+        assert_eq!(
+            injected.plain["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"],
+            "http://127.0.0.1:41000/v1/logs"
         );
     }
 

@@ -1,6 +1,8 @@
 //! What the three test workloads share: their arguments, a small HTTP server that finishes
 //! its in-flight requests on SIGTERM, and the answers they give.
 
+pub mod commands;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

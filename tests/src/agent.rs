@@ -22,6 +22,8 @@ pub struct AgentOptions {
     pub data_dir: PathBuf,
     pub sync_interval_secs: u64,
     pub heartbeat_interval_secs: u64,
+    /// `--ca-file`, for an `https://` manager with a certificate of a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -52,8 +54,12 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let child = Command::new(alien_binary())
-            .arg("agent")
+        let mut command = Command::new(alien_binary());
+        command.arg("agent");
+        if let Some(ca_file) = &options.ca_file {
+            command.arg("--ca-file").arg(ca_file);
+        }
+        let child = command
             .args(["--sync-url", &options.sync_url])
             .arg("--sync-token-file")
             .arg(&token_file)

@@ -56,5 +56,6 @@ pub mod images;
 pub mod registry;
 pub mod small_disk;
 pub mod telemetry;
+pub mod tls;
 pub mod worker_runtime;
 pub mod workloads;

@@ -66,8 +66,12 @@ pub fn image(program: &str, version: &str, extra: &[&str]) -> OciImage {
 /// Pushes [`image`] to the manager's registry as the admin; returns the reference a stack
 /// names it by.
 pub fn push(api: &Api, program: &str, version: &str, extra: &[&str]) -> String {
-    let oci = Oci::new(api);
-    let host = oci.host().to_owned();
+    push_via(api, Oci::new(api).host(), program, version, extra)
+}
+
+/// [`push`] through `host`, another way to the manager (a TLS front, say), which the
+/// returned reference names.
+pub fn push_via(api: &Api, host: &str, program: &str, version: &str, extra: &[&str]) -> String {
     let repo = format!("{REPOSITORY}/{program}");
     let tag = if extra.is_empty() {
         version.to_owned()
@@ -93,7 +97,7 @@ pub fn push(api: &Api, program: &str, version: &str, extra: &[&str]) -> String {
     let scratch = api.server().work_dir().join("images");
     std::fs::create_dir_all(&scratch).expect("scratch directory");
     image(program, version, extra).push(
-        &host,
+        host,
         &repo,
         &tag,
         &format!("token:{}", api.admin_token()),

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use e2e::agent::{Agent, AgentOptions};
 use e2e::api::{Api, Request, unique};
 use e2e::deployments::{endpoint, get, release, web_stack};
+use e2e::hammer::{Hammer, port_of};
 use e2e::telemetry::{Backend, log};
+use e2e::tls::TlsFront;
 use e2e::wait_for;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -42,6 +44,7 @@ fn start_agent(api: &Api, release_id: &str) -> (Agent, String, Value) {
         data_dir: api.server().work_dir().join(unique("agent")),
         sync_interval_secs: SYNC_INTERVAL_SECS,
         heartbeat_interval_secs: SYNC_INTERVAL_SECS,
+        ca_file: None,
     });
     let id = wait_for(SETTLE, || {
         deployments_of(api, &group.id)
@@ -101,6 +104,7 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
         data_dir: work.clone(),
         sync_interval_secs: SYNC_INTERVAL_SECS,
         heartbeat_interval_secs: SYNC_INTERVAL_SECS,
+        ca_file: None,
     });
 
     // The first start creates the deployment and keeps its own token, privately.
@@ -130,8 +134,10 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
     let own_token = identity["token"].as_str().expect("a token").to_owned();
     assert!(own_token.starts_with("ax_deploy_"), "{own_token}");
 
-    // The next release reaches the waiting agent at once, not after its sync interval.
+    // The next release reaches the waiting agent at once, not after its sync interval, and
+    // not one request to the address fails while it switches.
     let image = e2e::workloads::push(&api, "alien-test-web", &v2, &[]);
+    let hammer = Hammer::start(port_of(&url), &[v1.clone(), v2.clone()]);
     let released = Instant::now();
     let second = release(&api, web_stack(&image));
     let answered = wait_answer(&agent, &url, &v2, Duration::from_secs(SYNC_INTERVAL_SECS));
@@ -142,6 +148,13 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
         "the release took {took:?}: the agent waited for its sync interval"
     );
     wait_running(&api, &agent, &id, &second);
+    for client in hammer.finish() {
+        eprintln!(
+            "{} requests on {} connections during the switch, none failed",
+            client.requests, client.connections
+        );
+        assert_eq!(client.versions, [v1.clone(), v2.clone()]);
+    }
 
     // kill -9: the workload keeps running; a new agent serves it again at once and does not
     // set itself up a second time.
@@ -192,19 +205,42 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
 }
 
 #[test]
-fn a_command_invoked_on_the_manager_reaches_a_worker_the_agent_runs_and_its_answer_comes_back() {
+fn a_command_invoked_on_the_manager_reaches_each_kind_of_workload_the_agent_runs_and_comes_back() {
     let api = Api::start();
     let version = format!("agent-cmd-p{}", std::process::id());
-    let image = e2e::workloads::push(&api, "alien-test-worker", &version, &[]);
+    let image = |program| e2e::workloads::push(&api, program, &version, &[]);
+    // The worker's commands come through the agent's lease; the container and the daemon
+    // lease their own with the variables the agent gives them.
     let stack = json!({
-        "id": "worker-app",
+        "id": "commands-app",
         "permissions": {"profiles": {"execution": {}}},
         "resources": {
             "api": {
                 "config": {
                     "type": "worker", "id": "api", "permissions": "execution",
-                    "code": {"type": "image", "image": image},
+                    "code": {"type": "image", "image": image("alien-test-worker")},
                     "links": [], "triggers": [], "commandsEnabled": true
+                },
+                "lifecycle": "live",
+                "dependencies": []
+            },
+            "web": {
+                "config": {
+                    "type": "container", "id": "web", "permissions": "execution",
+                    "code": {"type": "image", "image": image("alien-test-web")},
+                    "links": [], "commandsEnabled": true,
+                    "ports": [{"port": 8080}],
+                    "cpu": {"min": "0.1", "desired": "0.5"},
+                    "memory": {"min": "64Mi", "desired": "128Mi"}
+                },
+                "lifecycle": "live",
+                "dependencies": []
+            },
+            "ticker": {
+                "config": {
+                    "type": "daemon", "id": "ticker", "permissions": "execution",
+                    "code": {"type": "image", "image": image("alien-test-daemon")},
+                    "links": [], "commandsEnabled": true
                 },
                 "lifecycle": "live",
                 "dependencies": []
@@ -214,17 +250,22 @@ fn a_command_invoked_on_the_manager_reaches_a_worker_the_agent_runs_and_its_answ
     let release_id = release(&api, stack);
     let (agent, id, _) = start_agent(&api, &release_id);
 
-    for n in 0..3 {
-        let invoked = Instant::now();
-        let params = json!({"n": n});
-        let (_, answer) = e2e::commands::echo(&api, &id, "api", &params, SETTLE);
-        assert_eq!(
-            answer,
-            json!({"echo": params, "version": version}),
-            "agent log:\n{}",
-            agent.log()
-        );
-        eprintln!("command {n} answered in {:?}", invoked.elapsed());
+    for target in ["api", "web", "ticker"] {
+        for n in 0..2 {
+            let invoked = Instant::now();
+            let params = json!({"target": target, "n": n});
+            let (_, answer) = e2e::commands::echo(&api, &id, target, &params, SETTLE);
+            assert_eq!(
+                answer,
+                json!({"echo": params, "version": version}),
+                "agent log:\n{}",
+                agent.log()
+            );
+            eprintln!(
+                "command {n} to {target} answered in {:?}",
+                invoked.elapsed()
+            );
+        }
     }
 }
 
@@ -443,6 +484,7 @@ fn a_second_agent_of_the_same_name_gets_a_token_of_its_own_for_the_same_deployme
         data_dir: api.server().work_dir().join(dir),
         sync_interval_secs: SYNC_INTERVAL_SECS,
         heartbeat_interval_secs: SYNC_INTERVAL_SECS,
+        ca_file: None,
     };
     let first = Agent::start(options("first"));
     let first_identity = identity(&first);
@@ -454,4 +496,74 @@ fn a_second_agent_of_the_same_name_gets_a_token_of_its_own_for_the_same_deployme
     );
     assert_ne!(first_identity["token"], second_identity["token"]);
     assert_eq!(deployments_of(&api, &group.id).len(), 1);
+}
+
+#[test]
+fn an_agent_reaches_a_manager_over_https_with_its_ca_file_and_relays_it_to_its_workloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let front = TlsFront::start(dir.path());
+    // The manager knows itself by the front's URL, as behind an operator's TLS proxy: the
+    // release's images and the commands' URLs name that origin.
+    let api = Api::start_with(e2e::Options {
+        env: vec![("BASE_URL".into(), front.url())],
+        ..e2e::Options::default()
+    });
+    front.forward_to(api.server().port());
+    let origin = front.url().trim_start_matches("https://").to_owned();
+    let version = format!("agent-tls-p{}", std::process::id());
+    let image = e2e::workloads::push_via(&api, &origin, "alien-test-worker", &version, &[]);
+    let stack = json!({
+        "id": "worker-app",
+        "permissions": {"profiles": {"execution": {}}},
+        "resources": {
+            "api": {
+                "config": {
+                    "type": "worker", "id": "api", "permissions": "execution",
+                    "code": {"type": "image", "image": image},
+                    "links": [], "triggers": [], "commandsEnabled": true
+                },
+                "lifecycle": "live",
+                "dependencies": []
+            }
+        }
+    });
+    let release_id = release(&api, stack);
+    let group = api.create_group();
+    let options = |name: &str, ca_file| AgentOptions {
+        sync_url: front.url(),
+        token: group.token.clone(),
+        name: name.to_owned(),
+        data_dir: api.server().work_dir().join(name),
+        sync_interval_secs: SYNC_INTERVAL_SECS,
+        heartbeat_interval_secs: SYNC_INTERVAL_SECS,
+        ca_file,
+    };
+
+    // Without the CA the manager's certificate is not trusted, and the agent says so.
+    let untrusting = Agent::start(options("untrusting", None));
+    wait_for(SETTLE, || {
+        untrusting.log().contains("UnknownIssuer").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no certificate error in the log:\n{}", untrusting.log()));
+    drop(untrusting);
+    assert!(deployments_of(&api, &group.id).is_empty());
+
+    // With it, the agent sets itself up, pulls the image and runs the worker, all through
+    // the front; the worker's runtime answers a command through the agent's relay.
+    let agent = Agent::start(options("trusting", Some(front.ca_file().to_path_buf())));
+    let id = wait_for(SETTLE, || {
+        deployments_of(&api, &group.id)
+            .first()
+            .and_then(|d| d["id"].as_str().map(str::to_owned))
+    })
+    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
+    wait_running(&api, &agent, &id, &release_id);
+    let params = json!({"over": "tls"});
+    let (_, answer) = e2e::commands::echo(&api, &id, "api", &params, SETTLE);
+    assert_eq!(
+        answer,
+        json!({"echo": params, "version": version}),
+        "agent log:\n{}",
+        agent.log()
+    );
 }

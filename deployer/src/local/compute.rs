@@ -674,9 +674,9 @@ impl Compute {
         if private {
             // The host's services, as the workload reaches them from inside its namespace.
             let mut rewrites = Vec::new();
-            if let Some(manager) = ctx.deployment.manager_url.as_deref() {
+            if let Some(manager) = ctx.deployment.manager_for_workloads() {
                 rewrites.push((
-                    manager.trim_end_matches('/').to_owned(),
+                    manager.to_owned(),
                     format!("http://{MANAGER_INSIDE}:{}", self.manager.port()),
                 ));
             }

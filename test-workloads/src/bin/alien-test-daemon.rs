@@ -1,5 +1,5 @@
 //! A daemon: a line a second on stdout and on stderr; serves like the web server on `$PORT`
-//! when it is set.
+//! when it is set; leases and answers its own commands when it is command-enabled.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,6 +9,7 @@ use std::time::Duration;
 async fn main() {
     let mut stop = test_workloads::Stop::install();
     let args = test_workloads::Args::from_env();
+    test_workloads::commands::receive(&args.version);
     let version = args.version.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -1,5 +1,6 @@
 //! A plain web server, as a container image that never registers with a worker runtime:
-//! listens on `0.0.0.0:$PORT` and answers its version.
+//! listens on `0.0.0.0:$PORT` and answers its version; leases and answers its own commands
+//! when it is command-enabled.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -7,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 async fn main() {
     let mut stop = test_workloads::Stop::install();
     let args = test_workloads::Args::from_env();
+    test_workloads::commands::receive(&args.version);
     let port = match std::env::var("PORT").map(|port| port.parse::<u16>()) {
         Ok(Ok(port)) => port,
         _ => {
