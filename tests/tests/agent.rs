@@ -1,8 +1,9 @@
 //! `alien agent`, the pull-mode agent, end to end: a real agent process reaches the manager
-//! over TCP, sets itself up with a deployment-group token, runs the release on this machine,
-//! takes the next release at once through the long-poll, survives its own kill -9 and
-//! restarts without setting itself up twice, tears everything down on a delete, relays
-//! commands to its workers, and loses no telemetry while the manager is away.
+//! over TCP (plain, or HTTPS through a TLS front with a private CA), sets itself up with a
+//! deployment-group token, runs the release on this machine, takes the next release at once
+//! through the long-poll without a failed request, survives its own kill -9 (mid-update too)
+//! and restarts without setting itself up twice, tears everything down on a delete, brings
+//! commands to every kind of workload, and loses no telemetry while the manager is away.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -90,7 +91,11 @@ fn wait_answer(agent: &Agent, url: &str, body: &str, within: Duration) -> Instan
 fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_workloads() {
     let api = Api::start();
     let tag = format!("agent-p{}", std::process::id());
-    let (v1, v2) = (format!("{tag}-v1"), format!("{tag}-v2"));
+    let (v1, v2, v3) = (
+        format!("{tag}-v1"),
+        format!("{tag}-v2"),
+        format!("{tag}-v3"),
+    );
     let first = release(
         &api,
         web_stack(&e2e::workloads::push(&api, "alien-test-web", &v1, &[])),
@@ -166,6 +171,19 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
         "after a kill -9 the address answered again in {:?}",
         back.elapsed()
     );
+
+    // kill -9 in the middle of the next update: the new agent finishes it.
+    let updates = |agent: &Agent| agent.log().matches("to=Updating").count();
+    let before = updates(&agent);
+    let image = e2e::workloads::push(&api, "alien-test-web", &v3, &[]);
+    let third = release(&api, web_stack(&image));
+    wait_for(SETTLE, || (updates(&agent) > before).then_some(()))
+        .unwrap_or_else(|| panic!("the update to {v3} did not start:\n{}", agent.log()));
+    agent.kill9();
+    agent.start_again();
+    wait_answer(&agent, &url, &v3, SETTLE);
+    wait_running(&api, &agent, &id, &third);
+
     // An orderly stop stops the workloads; the next start brings them back.
     let stopped = agent.stop();
     assert!(
@@ -174,7 +192,7 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
         agent.log()
     );
     agent.start_again();
-    wait_answer(&agent, &url, &v2, Duration::from_secs(30));
+    wait_answer(&agent, &url, &v3, Duration::from_secs(30));
     assert_eq!(
         deployments_of(&api, &group.id).len(),
         1,

@@ -3,7 +3,8 @@
 //! the manager's own binary and its checksum, checks it, installs it and the token, and
 //! prints how to run the agent (no systemd here); the agent run that way takes the release.
 //! The script runs under dash and busybox sh, refuses a download that does not match the
-//! checksum, and writes a unit that systemd accepts where systemd runs.
+//! checksum, and writes a unit that systemd accepts where systemd runs. Behind TLS with a
+//! private CA, `--ca-file` makes the downloads and the agent trust it.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -20,6 +21,7 @@ use e2e::api::{Api, Request, unique};
 use e2e::capture::Stream;
 use e2e::deployments::{endpoint, get, release, web_stack};
 use e2e::server::{UNPRIVILEGED_UID, running_as_root, set_mode, temp_dir, unprivileged_prefix};
+use e2e::tls::TlsFront;
 use e2e::{Options, wait_for};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -32,7 +34,7 @@ const FOREGROUND: &str = "Run the agent in the foreground with:";
 
 /// The settings of the script and of the agent that the tests' own environment must not
 /// lend them.
-const CLEARED_ENV: [&str; 12] = [
+const CLEARED_ENV: [&str; 13] = [
     "INSTALL_DIR",
     "CONFIG_DIR",
     "SYSTEMD_UNIT_DIR",
@@ -45,6 +47,7 @@ const CLEARED_ENV: [&str; 12] = [
     "DATA_DIR",
     "SYNC_INTERVAL",
     "OPERATOR_INITIAL_DESIRED_RELEASE",
+    "SYNC_CA_FILE",
 ];
 
 /// The URL the manager bakes into its script: `base-url`'s default.
@@ -706,4 +709,100 @@ fn a_base_url_a_shell_would_interpret_gets_a_500_in_plain_text_and_no_install_co
     );
     assert!(minted.get("installCommand").is_none(), "{minted}");
     assert!(minted["token"].as_str().is_some(), "{minted}");
+}
+
+#[test]
+fn behind_tls_with_a_private_ca_the_ca_file_installs_the_agent_and_the_agent_trusts_it() {
+    let tls = temp_dir();
+    let front = TlsFront::start(tls.path());
+    let api = Api::start_with(Options {
+        env: vec![("BASE_URL".into(), front.url())],
+        ..Options::default()
+    });
+    front.forward_to(api.server().port());
+    let origin = front.url().trim_start_matches("https://").to_owned();
+    let tag = format!("install-tls-p{}", std::process::id());
+    let image = e2e::workloads::push_via(&api, &origin, "alien-test-web", &tag, &[]);
+    let first = release(&api, web_stack(&image));
+    let group = api.create_group();
+    let ca = front.ca_file().display().to_string();
+    let work = api.server().work_dir().join("install");
+    let (install_dir, config_dir, data_dir) = (
+        work.join("bin"),
+        work.join("config"),
+        work.join("agent-data"),
+    );
+    let install = |options: &str| {
+        let mut command = command("dash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "curl -fsSL --cacert {ca} {}/install | dash -s -- --token {} --data-dir {} --no-start {options}",
+                front.url(),
+                group.token,
+                data_dir.display()
+            ))
+            .env("INSTALL_DIR", &install_dir)
+            .env("CONFIG_DIR", &config_dir)
+            .env("SYSTEMD_UNIT_DIR", work.join("units"));
+        run(command, "")
+    };
+
+    // The system does not trust the front's CA: the download fails, and nothing is installed.
+    let refused = install("");
+    assert!(
+        !refused.success,
+        "installed without the CA:\n{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stderr.contains("cannot download"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!install_dir.join("alien").exists());
+
+    let ran = install(&format!("--ca-file {ca}"));
+    assert!(
+        ran.success,
+        "the install failed:\n{}\n{}",
+        ran.stdout, ran.stderr
+    );
+    assert_is_the_served_binary(&install_dir.join("alien"));
+    let kept = config_dir.join("ca.pem");
+    assert_eq!(
+        std::fs::read(&kept).expect("the CA's copy"),
+        std::fs::read(front.ca_file()).expect("the CA")
+    );
+    let printed = foreground_command(&ran);
+    assert!(
+        printed.contains(&format!("SYNC_CA_FILE='{}'", kept.display())),
+        "{printed}"
+    );
+
+    // The agent so started trusts the manager through the copy and runs the release.
+    let mut agent = Foreground::start(&printed, work.join("agent.log"));
+    let mut last = Value::Null;
+    let running = wait_for(SETTLE, || {
+        agent.assert_running();
+        let listed = api.expect(
+            &Request::get(format!("/v1/deployments?deploymentGroupId={}", group.id))
+                .auth(api.admin()),
+            200,
+        );
+        last = listed["items"][0].clone();
+        (last["status"] == "running" && last["currentReleaseId"] == first.as_str())
+            .then(|| last["id"].as_str().map(str::to_owned))
+            .flatten()
+    })
+    .unwrap_or_else(|| panic!("the agent did not run {first}: {last:#}\n{}", agent.log()));
+    let url = endpoint(&api.deployment(&running), "web");
+    let answered = wait_for(Duration::from_secs(10), || {
+        (get(&url) == Some((200, tag.clone()))).then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "{url} did not answer {tag}\n{}",
+        agent.log()
+    );
 }

@@ -2,7 +2,8 @@
 # Installs the Alien agent on this machine from the manager that served this script. The
 # manager serves its own binary and its checksum: nothing is downloaded from anywhere else.
 #
-#   curl -fsSL <manager>/install | sh -s -- --token ax_dg_... [--name NAME] [--data-dir DIR] [--no-start]
+#   curl -fsSL <manager>/install | sh -s -- --token ax_dg_... [--name NAME] [--data-dir DIR]
+#       [--ca-file FILE] [--no-start]
 #
 # Run with --help for the options and the environment it reads.
 set -eu
@@ -33,6 +34,9 @@ Options:
   --name NAME      the deployment's name in its group [default: the host name]
   --data-dir DIR   where the agent keeps its state [default: /var/lib/alien-agent as root,
                    ~/.local/share/alien-agent otherwise]
+  --ca-file FILE   certificates (PEM) of the CA that signed an https manager's certificate,
+                   when the system does not trust it: used for the downloads, and copied
+                   to CONFIG_DIR/ca.pem for the agent (SYNC_CA_FILE)
   --no-start       install and configure, but do not start the service
   -h, --help       print this help
 
@@ -67,12 +71,20 @@ home() {
 	printf '%s' "$HOME"
 }
 
-# Prints what the manager answers at `$1`.
+# Prints what the manager answers at `$1`, trusting `CA_SOURCE` when given.
 fetch() {
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsSL "$1" || die "cannot download $1"
+		if [ -n "$CA_SOURCE" ]; then
+			curl -fsSL --cacert "$CA_SOURCE" "$1" || die "cannot download $1"
+		else
+			curl -fsSL "$1" || die "cannot download $1"
+		fi
 	elif command -v wget >/dev/null 2>&1; then
-		wget -q -O - "$1" || die "cannot download $1"
+		if [ -n "$CA_SOURCE" ]; then
+			wget -q --ca-certificate="$CA_SOURCE" -O - "$1" || die "cannot download $1"
+		else
+			wget -q -O - "$1" || die "cannot download $1"
+		fi
 	else
 		die "neither curl nor wget is installed"
 	fi
@@ -119,6 +131,8 @@ commit() {
 TOKEN=''
 NAME=''
 DATA_DIR=''
+CA_SOURCE=''
+CA_FILE=''
 START=yes
 while [ "$#" -gt 0 ]; do
 	case $1 in
@@ -128,6 +142,8 @@ while [ "$#" -gt 0 ]; do
 	--name=*) NAME=${1#--name=}; shift ;;
 	--data-dir) need_value "$1" "$#"; DATA_DIR=$2; shift 2 ;;
 	--data-dir=*) DATA_DIR=${1#--data-dir=}; shift ;;
+	--ca-file) need_value "$1" "$#"; CA_SOURCE=$2; shift 2 ;;
+	--ca-file=*) CA_SOURCE=${1#--ca-file=}; shift ;;
 	--no-start) START=no; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument: $1 (see --help)" ;;
@@ -181,6 +197,12 @@ check_path --data-dir "$DATA_DIR"
 check_path SYSTEMD_UNIT_DIR "$UNIT_DIR"
 BIN=$BIN_DIR/alien
 TOKEN_FILE=$TOKEN_DIR/token
+if [ -n "$CA_SOURCE" ]; then
+	[ -r "$CA_SOURCE" ] || die "--ca-file: cannot read $CA_SOURCE"
+	grep -q -- '-----BEGIN CERTIFICATE-----' "$CA_SOURCE" ||
+		die "--ca-file: $CA_SOURCE holds no PEM certificate"
+	CA_FILE=$TOKEN_DIR/ca.pem
+fi
 
 SYSTEMD=no
 if [ "$ROOT" = yes ] && [ -d /run/systemd/system ]; then
@@ -230,6 +252,11 @@ fi
 stage "$TOKEN_FILE" 0600 printf '%s\n' "$TOKEN"
 commit "$TOKEN_FILE"
 say "Wrote the token to $TOKEN_FILE"
+if [ -n "$CA_FILE" ]; then
+	stage "$CA_FILE" 0644 cat "$CA_SOURCE"
+	commit "$CA_FILE"
+	say "Copied the CA's certificates to $CA_FILE"
+fi
 
 if [ "$SYSTEMD" = yes ]; then
 	mkdir -p "$UNIT_DIR"
@@ -257,6 +284,9 @@ fi
 command="SYNC_URL='$BASE_URL' SYNC_TOKEN_FILE='$TOKEN_FILE' DATA_DIR='$DATA_DIR'"
 if [ -n "$NAME" ]; then
 	command="$command OPERATOR_NAME='$NAME'"
+fi
+if [ -n "$CA_FILE" ]; then
+	command="$command SYNC_CA_FILE='$CA_FILE'"
 fi
 say "Run the agent in the foreground with:"
 say ""

@@ -66,8 +66,8 @@ fn check(url: &str) -> Result<(), UnsafeUrl> {
 }
 
 /// The shell function `write_unit`, which prints the unit with the script's `BIN`,
-/// `TOKEN_FILE`, `DATA_DIR` and `NAME` (the last only when set) and this manager's URL in
-/// place of the packaged file's values.
+/// `TOKEN_FILE`, `DATA_DIR`, `NAME` and `CA_FILE` (the last two only when set) and this
+/// manager's URL in place of the packaged file's values.
 fn unit_writer(base_url: &str) -> String {
     let open = format!("\tcat <<{UNIT_END}\n");
     let mut code = format!("write_unit() {{\n{open}");
@@ -85,6 +85,9 @@ fn unit_writer(base_url: &str) -> String {
             code.push_str(&format!("{UNIT_END}\n"));
             code.push_str("\tif [ -n \"$NAME\" ]; then\n");
             code.push_str("\t\tprintf 'Environment=OPERATOR_NAME=%s\\n' \"$NAME\"\n");
+            code.push_str("\tfi\n");
+            code.push_str("\tif [ -n \"$CA_FILE\" ]; then\n");
+            code.push_str("\t\tprintf 'Environment=SYNC_CA_FILE=%s\\n' \"$CA_FILE\"\n");
             code.push_str("\tfi\n");
             code.push_str(&open);
         } else {
@@ -155,6 +158,7 @@ mod tests {
             "Environment=SYNC_TOKEN_FILE=${TOKEN_FILE}\n",
             "Environment=DATA_DIR=${DATA_DIR}\n",
             "printf 'Environment=OPERATOR_NAME=%s\\n' \"$NAME\"",
+            "printf 'Environment=SYNC_CA_FILE=%s\\n' \"$CA_FILE\"",
         ] {
             assert_eq!(code.matches(filled).count(), 1, "{filled:?} in:\n{code}");
         }
