@@ -96,6 +96,11 @@ impl Agent {
                     state.status = Status::UpdatePending;
                 }
             }
+            if requests.redeploy && state.status == Status::Running {
+                info!("the manager asked for a redeploy");
+                state.target_release = state.current_release.clone();
+                state.status = Status::UpdatePending;
+            }
             if requests.delete && !state.status.is_deleting() && state.status != Status::Deleted {
                 state.status = Status::DeletePending;
             }

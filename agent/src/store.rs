@@ -53,6 +53,10 @@ pub struct Requests {
     pub delete: bool,
     #[serde(default)]
     pub retry: bool,
+    /// Roll the release this machine runs out again (with the configuration the manager
+    /// sent last).
+    #[serde(default)]
+    pub redeploy: bool,
     /// The manager's record, for an agent that has no deployment state yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<DeploymentState>,
@@ -60,7 +64,11 @@ pub struct Requests {
 
 impl Requests {
     pub fn is_empty(&self) -> bool {
-        self.target.is_none() && !self.delete && !self.retry && self.adopt.is_none()
+        self.target.is_none()
+            && !self.delete
+            && !self.retry
+            && !self.redeploy
+            && self.adopt.is_none()
     }
 }
 

@@ -125,7 +125,7 @@ impl Agent {
     }
 }
 
-/// What the manager's record asks of this machine: a delete, a retry, or (for an agent that
+/// What the manager's record asks of this machine: a delete, a retry, a redeploy, or (for an agent that
 /// has nothing yet, say after its data directory was lost) the deployment as the manager
 /// knows it, whose workloads the first health check then starts here.
 fn ask_from_record(record: &mut Record, current: DeploymentState) {
@@ -137,6 +137,14 @@ fn ask_from_record(record: &mut Record, current: DeploymentState) {
         record.requests.delete = true;
     } else if current.retry_requested && local.status.is_failed() {
         record.requests.retry = true;
+    } else if current.status == Status::UpdatePending
+        && local.status == Status::Running
+        && current.current_release.as_ref().and_then(|r| r.id())
+            == local.current_release.as_ref().and_then(|r| r.id())
+    {
+        // The manager took back the `running` this machine reported: a redeploy of the
+        // release it runs, asked for since.
+        record.requests.redeploy = true;
     } else if local.status == Status::Pending
         && local.stack_state.is_none()
         && local.current_release.is_none()

@@ -479,6 +479,30 @@ fn a_broken_release_leaves_the_last_one_serving_and_the_next_good_one_goes_throu
     kill(Pid::from_raw(manager), Signal::SIGKILL).expect("kill -9 the manager");
     wait_answer(&agent, &url, &v3, SETTLE);
     wait_running(&api, &agent, &id, &third);
+
+    // A redeploy reaches the waiting agent at once, which rolls the release out again.
+    let asked = Instant::now();
+    api.expect(
+        &Request::post_empty(format!("/v1/deployments/{id}/redeploy")).auth(api.admin()),
+        200,
+    );
+    wait_for(Duration::from_secs(SYNC_INTERVAL_SECS / 2), || {
+        agent
+            .log()
+            .contains("the manager asked for a redeploy")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the redeploy did not reach the agent:\n{}", agent.log()));
+    eprintln!("a redeploy reached the agent after {:?}", asked.elapsed());
+    wait_for(SETTLE, || {
+        let record = api.deployment(&id);
+        (record["status"] == "running"
+            && record["currentReleaseId"] == third.as_str()
+            && record["desiredReleaseId"].is_null())
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the redeploy did not finish: {:#}", api.deployment(&id)));
+    assert_eq!(get(&url), Some((200, v3.clone())));
 }
 
 #[test]

@@ -198,8 +198,27 @@ fn what_is_asked_of_a_deployment_wakes_its_waiting_sync() {
             .auth(api.admin()),
     );
     assert_eq!(reply.status, 200, "{}", reply.summary());
+    // A redeploy of the release the agent runs: the manager's record says so, and the
+    // release comes again as the target; the agent's `running`, older than the request,
+    // does not end it.
+    let body = reply.json();
+    assert_eq!(body["currentState"]["status"], "update-pending", "{body}");
+    assert_eq!(
+        body["target"]["releaseInfo"]["releaseId"],
+        release.as_str(),
+        "{body}"
+    );
     assert_eq!(api.status_of(&deployment.id), "update-pending");
+    let again = api.expect(&sync_request(&deployment, Some(&report), &Wait::None), 200);
+    assert_eq!(again["currentState"]["status"], "update-pending", "{again}");
+    let mut taken_up = running_on(&release);
+    taken_up["status"] = json!("updating");
+    api.expect(&sync_request(&deployment, Some(&taken_up), &Wait::None), 200);
+    let done = api.expect(&sync_request(&deployment, Some(&report), &Wait::None), 200);
+    assert_eq!(keys(&done), ["commandsUrl"], "{done}");
+    assert_eq!(api.status_of(&deployment.id), "running");
 
+    let deployment = settled(&api, &release);
     let reply = held_through(
         &api,
         &deployment,

@@ -161,8 +161,17 @@ pub fn preserve_gate_answers(
     }
 }
 
-/// An agent's report is ignored when it would undo a pending delete, or when it is the
-/// blank state of an agent that just started while the record already knows more.
+/// Whether a redeploy was asked of a pull deployment and its agent has not taken it up yet:
+/// the release it runs is desired again.
+pub fn redeploy_pending(recorded: &Recorded<'_>) -> bool {
+    recorded.status == DeploymentStatus::UpdatePending
+        && recorded.desired_release_id.is_some()
+        && recorded.desired_release_id == recorded.current_release_id
+}
+
+/// An agent's report is ignored when it would undo a pending delete or a pending redeploy,
+/// or when it is the blank state of an agent that just started while the record already
+/// knows more.
 pub fn sync_ignores(recorded: &Recorded<'_>, state: &DeploymentState) -> bool {
     let stale_during_delete = recorded.status.is_deleting() && !state.status.is_delete_progress();
     let blank = state.status == DeploymentStatus::Pending
@@ -174,7 +183,17 @@ pub fn sync_ignores(recorded: &Recorded<'_>, state: &DeploymentState) -> bool {
     let authoritative = recorded.has_state
         || recorded.current_release_id.is_some()
         || recorded.status != DeploymentStatus::Pending;
-    stale_during_delete || (blank && authoritative)
+    // A redeploy asked of a pull deployment (its release desired again while it runs it):
+    // the agent's `running` on that release predates the request, and must not end it
+    // before the agent has heard of it.
+    let reported_release = state
+        .current_release
+        .as_ref()
+        .and_then(|release| release.release_id.as_deref());
+    let stale_during_redeploy = redeploy_pending(recorded)
+        && state.status == DeploymentStatus::Running
+        && reported_release == recorded.current_release_id;
+    stale_during_delete || stale_during_redeploy || (blank && authoritative)
 }
 
 /// The release an agent should be moving to, if it is not there yet.
@@ -253,6 +272,25 @@ mod tests {
             let written = write(&recorded(stored), &state(reported), "s", None);
             assert_eq!(written.status, expected, "{stored} <- {reported}");
         }
+    }
+
+    #[test]
+    fn a_redeploy_of_a_pull_deployment_outlives_the_running_report_that_predates_it() {
+        let mut record = recorded(UpdatePending);
+        record.current_release_id = Some("rel_a");
+        record.desired_release_id = Some("rel_a");
+        assert!(redeploy_pending(&record));
+        let mut running = state(Running);
+        running.current_release = release("rel_a");
+        assert!(sync_ignores(&record, &running), "the stale running");
+        let mut taken_up = state(UpdatePending);
+        taken_up.current_release = release("rel_a");
+        assert!(!sync_ignores(&record, &taken_up));
+        assert!(write(&record, &taken_up, "s", None).clear_desired_release);
+        // A new release is no redeploy: the running report of the old one is taken.
+        record.desired_release_id = Some("rel_b");
+        assert!(!redeploy_pending(&record));
+        assert!(!sync_ignores(&record, &running));
     }
 
     #[test]

@@ -490,12 +490,15 @@ impl AgentSync {
             }
             None => None,
         };
-        let current_state =
-            if ignored || deployment.retry_requested || deployment.status().is_deleting() {
-                Some(record_state(conn, &deployment, target.as_ref())?)
-            } else {
-                None
-            };
+        let current_state = if ignored
+            || deployment.retry_requested
+            || deployment.status().is_deleting()
+            || reconcile::redeploy_pending(&recorded(&deployment))
+        {
+            Some(record_state(conn, &deployment, target.as_ref())?)
+        } else {
+            None
+        };
         let requested = Requested::of(&deployment);
         Ok(Answer {
             current_state,

@@ -452,9 +452,15 @@ pub fn request_retry(conn: &Connection, id: &str) -> Result<bool, Error> {
 
 /// Asks for an update, unless a deletion is under way: a redeploy must not undo it.
 pub fn request_redeploy(conn: &Connection, id: &str) -> Result<bool, Error> {
+    // A pull deployment's agent learns of it from a sync, which sends a target only when
+    // a release is desired: the one it runs, for a redeploy (see `reconcile::sync_ignores`).
     let changed = conn
         .prepare_cached(&format!(
-            "UPDATE deployments SET status = '{}', next_step_after = NULL, updated_at = {NOW}
+            "UPDATE deployments SET status = '{}', next_step_after = NULL, updated_at = {NOW},
+                desired_release_id = CASE
+                    WHEN json_extract(stack_settings, '$.deploymentModel') = 'pull'
+                    THEN COALESCE(desired_release_id, current_release_id)
+                    ELSE desired_release_id END
              WHERE id = ?1 AND status NOT IN ({})",
             DeploymentStatus::UpdatePending,
             status_list(&DeploymentStatus::DELETE_UNDER_WAY)
