@@ -21,6 +21,176 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The exit statuses of the client commands, for every `--help` of theirs.
+pub const CLIENT_EXIT_STATUSES: &str = "Exit status: 0 done; 1 what was asked failed (a \
+    deployment that failed, a command that failed or did not finish in time); 2 bad usage \
+    (arguments, ALIEN_MANAGER_URL or ALIEN_API_KEY missing or unusable); 3 the manager \
+    refused (its code and message are printed); 4 the manager cannot be reached.";
+
+/// How the client commands reach a manager, and how they print.
+#[derive(Debug, Clone, Args)]
+pub struct ManagerArgs {
+    /// The manager's URL, as `alien serve` prints it
+    #[arg(long, env = "ALIEN_MANAGER_URL", value_name = "URL", global = true)]
+    pub manager_url: Option<String>,
+    /// An API key (ax_admin_… for everything; `alien serve` prints one on its first start)
+    #[arg(
+        long,
+        env = "ALIEN_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub api_key: Option<String>,
+    /// Print the answer as JSON, for scripts
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = CLIENT_EXIT_STATUSES)]
+pub struct WhoamiArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = CLIENT_EXIT_STATUSES)]
+pub struct ReleasesArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    #[command(subcommand)]
+    pub command: ReleasesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleasesCommand {
+    /// List the releases, newest first
+    Ls,
+    /// One release, with its stacks
+    Get {
+        /// The release's id (rel_…)
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = CLIENT_EXIT_STATUSES)]
+pub struct DeploymentsArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    #[command(subcommand)]
+    pub command: DeploymentsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentsCommand {
+    /// List the deployments
+    Ls,
+    /// One deployment: its status, releases and resources
+    Get {
+        /// The deployment: its id (dep_…) or group/name
+        deployment: String,
+    },
+    /// Wait until a deployment reaches a status; fails at once when it fails, printing why
+    Wait {
+        /// The deployment: its id (dep_…) or group/name
+        deployment: String,
+        /// The status to wait for
+        #[arg(long, default_value = "running", value_name = "STATUS")]
+        status: String,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Try a failed deployment's last step again
+    Retry {
+        /// The deployment: its id (dep_…) or group/name
+        deployment: String,
+    },
+    /// Roll the deployment's release out again
+    Redeploy {
+        /// The deployment: its id (dep_…) or group/name
+        deployment: String,
+    },
+    /// Delete a deployment: tear its workloads down, then forget it
+    Delete {
+        /// The deployment: its id (dep_…) or group/name
+        deployment: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = CLIENT_EXIT_STATUSES)]
+pub struct OnboardArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    /// The customer's name, which names the deployment group
+    pub name: String,
+    /// How many deployments the group may have
+    #[arg(long, value_name = "N")]
+    pub max_deployments: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = CLIENT_EXIT_STATUSES)]
+pub struct CommandsArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    #[command(subcommand)]
+    pub command: CommandsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CommandsCommand {
+    /// Invoke a command and print its answer (JSON, pretty-printed, when it is JSON)
+    Invoke {
+        /// The deployment: its id (dep_…) or group/name; it must be running
+        #[arg(long, value_name = "DEPLOYMENT")]
+        deployment: String,
+        /// The command's name
+        #[arg(long, value_name = "NAME")]
+        command: String,
+        /// The command's params: JSON, or @FILE to read them from a file
+        #[arg(long, default_value = "{}", value_name = "JSON|@FILE")]
+        params: String,
+        /// The resource to send it to [default: the manager picks the deployment's first
+        /// command-enabled workload]
+        #[arg(long, value_name = "RESOURCE")]
+        target: Option<String>,
+        /// Seconds to wait for the answer
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = CLIENT_EXIT_STATUSES)]
+pub struct TokensArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    #[command(subcommand)]
+    pub command: TokensCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// List the tokens (never their secrets)
+    Ls,
+    /// Revoke a token: it stops working at once
+    Revoke {
+        /// The token's id, as `alien tokens ls` lists it
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the manager: starts otelfwd, registryd, commandd, the manager and deployd, restarts them if
@@ -33,6 +203,21 @@ pub enum Command {
     /// It reaches out to the manager, takes its deployment's release and runs it here, and
     /// keeps the workloads running (and restarts those that die) while the manager is away.
     Agent(AgentArgs),
+    /// Who the API key is: its role and scope
+    Whoami(WhoamiArgs),
+    /// The releases stored on the manager
+    Releases(ReleasesArgs),
+    /// The deployments, and what to do with one: wait for it, retry, redeploy, delete
+    Deployments(DeploymentsArgs),
+    /// Create a deployment group for a customer and print the command that installs their
+    /// agent
+    Onboard(OnboardArgs),
+    /// Invoke a command on a deployment's workload and print its answer
+    Commands(CommandsArgs),
+    /// The manager's API tokens: list them, revoke one
+    Tokens(TokensArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout
+    Completions(CompletionsArgs),
     /// Run one daemon in the foreground (what `alien serve` starts; also for systemd units).
     #[command(hide = true)]
     Daemon(DaemonArgs),

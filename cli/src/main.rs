@@ -4,6 +4,7 @@
 
 mod agent;
 mod args;
+mod client;
 mod daemon;
 mod health;
 mod serve;
@@ -23,6 +24,17 @@ fn main() -> ExitCode {
         args::Command::Serve(args) => serve::run(args),
         args::Command::Agent(args) => agent::run(args),
         args::Command::Health(args) => health::run(args),
+        args::Command::Whoami(args) => client::finish(client::whoami::run(args)),
+        args::Command::Releases(args) => client::finish(client::releases::run(args)),
+        args::Command::Deployments(args) => client::finish(client::deployments::run(args)),
+        args::Command::Onboard(args) => client::finish(client::onboard::run(args)),
+        args::Command::Commands(args) => client::finish(client::commands::run(args)),
+        args::Command::Tokens(args) => client::finish(client::tokens::run(args)),
+        args::Command::Completions(args) => {
+            let mut command = <args::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut command, "alien", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         args::Command::Daemon(args) => daemon::run(args),
         args::Command::WorkerRuntime(args) => worker_runtime::run(args),
     }

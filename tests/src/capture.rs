@@ -13,7 +13,9 @@ use crate::wait_for;
 
 /// Environment variables that change what `alien` does; the tests' own environment must not
 /// leak into the processes they start.
-pub const CLEARED_ENV: [&str; 7] = [
+pub const CLEARED_ENV: [&str; 9] = [
+    "ALIEN_MANAGER_URL",
+    "ALIEN_API_KEY",
     "PORT",
     "HOST",
     "BASE_URL",
