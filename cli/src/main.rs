@@ -7,6 +7,7 @@ mod args;
 mod client;
 mod daemon;
 mod health;
+mod live_view;
 mod serve;
 mod worker_runtime;
 

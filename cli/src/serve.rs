@@ -17,7 +17,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log_format = LogFormat::from(args.log_format);
-    logging::init(log_format);
+    let live_view = crate::live_view::wanted(log_format);
+    if live_view {
+        logging::init_to(log_format, supervisor::console::LogWriter);
+    } else {
+        logging::init(log_format);
+    }
     crate::raise_open_file_limit();
     let config = match plumbing::config::load(&args.config.overrides(args.data_dir.clone())) {
         Ok(config) => config,
@@ -27,6 +32,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(error) => return fail(1, error),
     };
+    if live_view {
+        crate::live_view::start(config.database_path());
+    }
     if let Err(error) = supervisor::become_subreaper() {
         warn!(%error, "cannot become a child subreaper; orphans of the daemons go to init");
     }

@@ -35,6 +35,7 @@ use tracing::warn;
 
 pub use error::Error;
 pub use start_error::StartError;
+pub use store::overview;
 
 /// The one workspace and the one project of a standalone manager.
 const DEFAULT_WORKSPACE: &str = "default";

@@ -37,6 +37,15 @@ impl FromStr for LogFormat {
 /// Installs the global subscriber. `ansi` only for a terminal: under the supervisor the
 /// lines are re-emitted and colour codes would travel into log collectors.
 pub fn init(format: LogFormat) {
+    init_to(format, std::io::stderr);
+}
+
+/// [`init`], with each event written through `writer` (a terminal view that keeps itself
+/// below the log, say) instead of straight to stderr.
+pub fn init_to<W>(format: LogFormat, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = std::env::var("ALIEN_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
@@ -44,7 +53,7 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
     let result = match format {
         LogFormat::Text => builder

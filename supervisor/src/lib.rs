@@ -13,6 +13,7 @@
 //! forks them, which must live as long as the supervisor.
 
 pub mod child;
+pub mod console;
 mod output;
 pub mod preflight;
 mod reaper;

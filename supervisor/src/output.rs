@@ -3,7 +3,6 @@
 //! first-run admin key) and is passed through untouched, so that `export ...` lines can be
 //! copied as they are.
 
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -34,9 +33,7 @@ impl Followed {
         let stdout = pipe::Receiver::from_owned_fd(stdout)?;
         let stderr = pipe::Receiver::from_owned_fd(stderr)?;
         tokio::spawn(for_each_line(stdout, |line| {
-            let mut out = std::io::stdout().lock();
-            // Nowhere to report a failed write to our own stdout.
-            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+            crate::console::message_line(&line)
         }));
         let last_line: Arc<Mutex<Option<String>>> = Arc::default();
         let last = last_line.clone();
@@ -44,7 +41,7 @@ impl Followed {
             if line.trim().is_empty() {
                 return;
             }
-            let _ = writeln!(std::io::stderr().lock(), "{}", tag(daemon, &line, format));
+            crate::console::log_line(&tag(daemon, &line, format));
             *last.lock().unwrap_or_else(PoisonError::into_inner) = Some(summary(&line));
         }));
         Ok(Followed {

@@ -213,7 +213,10 @@ fn what_is_asked_of_a_deployment_wakes_its_waiting_sync() {
     assert_eq!(again["currentState"]["status"], "update-pending", "{again}");
     let mut taken_up = running_on(&release);
     taken_up["status"] = json!("updating");
-    api.expect(&sync_request(&deployment, Some(&taken_up), &Wait::None), 200);
+    api.expect(
+        &sync_request(&deployment, Some(&taken_up), &Wait::None),
+        200,
+    );
     let done = api.expect(&sync_request(&deployment, Some(&report), &Wait::None), 200);
     assert_eq!(keys(&done), ["commandsUrl"], "{done}");
     assert_eq!(api.status_of(&deployment.id), "running");

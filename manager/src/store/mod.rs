@@ -8,6 +8,7 @@
 pub mod deployment_groups;
 pub mod deployments;
 mod migrations;
+pub mod overview;
 pub mod releases;
 pub mod tokens;
 mod writer;
