@@ -61,6 +61,26 @@ pub fn web_stack(image: &str) -> Value {
     })
 }
 
+/// A stack of one command-enabled worker, `api`, running `image` (the test worker answers
+/// `echo` with its params and version).
+pub fn worker_stack(image: &str) -> Value {
+    json!({
+        "id": "worker-app",
+        "permissions": {"profiles": {"execution": {}}},
+        "resources": {
+            "api": {
+                "config": {
+                    "type": "worker", "id": "api", "permissions": "execution",
+                    "code": {"type": "image", "image": image},
+                    "links": [], "triggers": [], "commandsEnabled": true
+                },
+                "lifecycle": "live",
+                "dependencies": []
+            }
+        }
+    })
+}
+
 /// A resource's outputs in the deployment's stack state.
 pub fn outputs<'a>(deployment: &'a Value, resource: &str) -> &'a Value {
     &deployment["stackState"]["resources"][resource]["outputs"]

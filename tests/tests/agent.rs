@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use e2e::agent::{Agent, AgentOptions};
 use e2e::api::{Api, Request, unique};
-use e2e::deployments::{endpoint, get, release, web_stack};
+use e2e::deployments::{endpoint, get, release, web_stack, worker_stack};
 use e2e::hammer::{Hammer, port_of};
 use e2e::telemetry::{Backend, log};
 use e2e::tls::TlsFront;
@@ -554,21 +554,7 @@ fn an_agent_reaches_a_manager_over_https_with_its_ca_file_and_relays_it_to_its_w
     let origin = front.url().trim_start_matches("https://").to_owned();
     let version = format!("agent-tls-p{}", std::process::id());
     let image = e2e::workloads::push_via(&api, &origin, "alien-test-worker", &version, &[]);
-    let stack = json!({
-        "id": "worker-app",
-        "permissions": {"profiles": {"execution": {}}},
-        "resources": {
-            "api": {
-                "config": {
-                    "type": "worker", "id": "api", "permissions": "execution",
-                    "code": {"type": "image", "image": image},
-                    "links": [], "triggers": [], "commandsEnabled": true
-                },
-                "lifecycle": "live",
-                "dependencies": []
-            }
-        }
-    });
+    let stack = worker_stack(&image);
     let release_id = release(&api, stack);
     let group = api.create_group();
     let options = |name: &str, ca_file| AgentOptions {

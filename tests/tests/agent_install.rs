@@ -233,6 +233,44 @@ impl Drop for Foreground {
     }
 }
 
+/// Waits until the agent started from the printed command runs `release` as the group's
+/// deployment (named `name`, when given), and its `web` answers `tag`.
+fn serves_the_release(
+    api: &Api,
+    group_id: &str,
+    name: Option<&str>,
+    release: &str,
+    tag: &str,
+    agent: &mut Foreground,
+) {
+    let mut last = Value::Null;
+    let running = wait_for(SETTLE, || {
+        agent.assert_running();
+        let listed = api.expect(
+            &Request::get(format!("/v1/deployments?deploymentGroupId={group_id}"))
+                .auth(api.admin()),
+            200,
+        );
+        last = listed["items"][0].clone();
+        (name.is_none_or(|name| last["name"] == name)
+            && last["status"] == "running"
+            && last["currentReleaseId"] == release)
+            .then(|| last["id"].as_str().map(str::to_owned))
+            .flatten()
+    })
+    .unwrap_or_else(|| panic!("the agent did not run {release}: {last:#}\n{}", agent.log()));
+    let url = endpoint(&api.deployment(&running), "web");
+    let answered = wait_for(Duration::from_secs(10), || {
+        (get(&url) == Some((200, tag.to_owned()))).then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "{url} did not answer {tag}: {:?}\n{}",
+        get(&url),
+        agent.log()
+    );
+}
+
 #[test]
 fn the_one_liner_of_a_new_token_installs_the_agent_and_the_printed_command_runs_the_release() {
     let api = Api::start();
@@ -306,32 +344,7 @@ fn the_one_liner_of_a_new_token_installs_the_agent_and_the_printed_command_runs_
 
     // The printed command, as the customer would run it, runs the release.
     let mut agent = Foreground::start(&printed, work.join("agent.log"));
-    let mut last = Value::Null;
-    let running = wait_for(SETTLE, || {
-        agent.assert_running();
-        let listed = api.expect(
-            &Request::get(format!("/v1/deployments?deploymentGroupId={}", group.id))
-                .auth(api.admin()),
-            200,
-        );
-        last = listed["items"][0].clone();
-        (last["name"] == name.as_str()
-            && last["status"] == "running"
-            && last["currentReleaseId"] == first.as_str())
-        .then(|| last["id"].as_str().map(str::to_owned))
-        .flatten()
-    })
-    .unwrap_or_else(|| panic!("the agent did not run {first}: {last:#}\n{}", agent.log()));
-    let url = endpoint(&api.deployment(&running), "web");
-    let answered = wait_for(Duration::from_secs(10), || {
-        (get(&url) == Some((200, tag.clone()))).then_some(())
-    });
-    assert!(
-        answered.is_some(),
-        "{url} did not answer {tag}: {:?}\n{}",
-        get(&url),
-        agent.log()
-    );
+    serves_the_release(&api, &group.id, Some(&name), &first, &tag, &mut agent);
 }
 
 /// busybox's own applets only: wget for curl, openssl for sha256sum. Run as a user without
@@ -782,27 +795,5 @@ fn behind_tls_with_a_private_ca_the_ca_file_installs_the_agent_and_the_agent_tru
 
     // The agent so started trusts the manager through the copy and runs the release.
     let mut agent = Foreground::start(&printed, work.join("agent.log"));
-    let mut last = Value::Null;
-    let running = wait_for(SETTLE, || {
-        agent.assert_running();
-        let listed = api.expect(
-            &Request::get(format!("/v1/deployments?deploymentGroupId={}", group.id))
-                .auth(api.admin()),
-            200,
-        );
-        last = listed["items"][0].clone();
-        (last["status"] == "running" && last["currentReleaseId"] == first.as_str())
-            .then(|| last["id"].as_str().map(str::to_owned))
-            .flatten()
-    })
-    .unwrap_or_else(|| panic!("the agent did not run {first}: {last:#}\n{}", agent.log()));
-    let url = endpoint(&api.deployment(&running), "web");
-    let answered = wait_for(Duration::from_secs(10), || {
-        (get(&url) == Some((200, tag.clone()))).then_some(())
-    });
-    assert!(
-        answered.is_some(),
-        "{url} did not answer {tag}\n{}",
-        agent.log()
-    );
+    serves_the_release(&api, &group.id, None, &first, &tag, &mut agent);
 }

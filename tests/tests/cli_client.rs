@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use e2e::api::{Api, Request};
-use e2e::deployments::{LOOPS, onboard, release, web_stack};
+use e2e::deployments::{LOOPS, onboard, release, web_stack, worker_stack};
 use e2e::server::free_port;
 use e2e::{Finished, Invocation, Options};
 use serde_json::{Value, json};
@@ -143,24 +143,7 @@ fn a_deployment_is_waited_for_by_group_and_name_and_a_command_invoked_on_it_answ
     });
     let version = format!("cli-p{}", std::process::id());
     let image = e2e::workloads::push(&api, "alien-test-worker", &version, &[]);
-    release(
-        &api,
-        json!({
-            "id": "worker-app",
-            "permissions": {"profiles": {"execution": {}}},
-            "resources": {
-                "api": {
-                    "config": {
-                        "type": "worker", "id": "api", "permissions": "execution",
-                        "code": {"type": "image", "image": image},
-                        "links": [], "triggers": [], "commandsEnabled": true
-                    },
-                    "lifecycle": "live",
-                    "dependencies": []
-                }
-            }
-        }),
-    );
+    release(&api, worker_stack(&image));
     let deployment = onboard(&api);
     let spec = format!("{}/{}", deployment.group_id, deployment.name);
     let admin = api.admin_token();

@@ -65,27 +65,10 @@ pub fn run(args: DeploymentsArgs) -> Result<(), ClientError> {
 }
 
 fn list(manager: &Manager, json: bool) -> Result<(), ClientError> {
-    let listed = manager.get("/v1/deployments?include=deploymentGroup")?;
-    let items = listed["items"].as_array().cloned().unwrap_or_default();
-    if json {
-        output::json(&Value::Array(items));
-        return Ok(());
-    }
-    let rows = items
-        .iter()
-        .map(|deployment| {
-            vec![
-                reference(deployment),
-                output::field(deployment, "/id"),
-                output::field(deployment, "/status"),
-                output::field(deployment, "/platform"),
-                output::field(deployment, "/currentReleaseId"),
-                output::field(deployment, "/desiredReleaseId"),
-                output::field(deployment, "/updatedAt"),
-            ]
-        })
-        .collect();
-    output::table(
+    output::list(
+        manager,
+        "/v1/deployments?include=deploymentGroup",
+        json,
         &[
             "Reference",
             "ID",
@@ -95,9 +78,18 @@ fn list(manager: &Manager, json: bool) -> Result<(), ClientError> {
             "Desired release",
             "Updated",
         ],
-        rows,
-    );
-    Ok(())
+        |deployment| {
+            vec![
+                reference(deployment),
+                output::field(deployment, "/id"),
+                output::field(deployment, "/status"),
+                output::field(deployment, "/platform"),
+                output::field(deployment, "/currentReleaseId"),
+                output::field(deployment, "/desiredReleaseId"),
+                output::field(deployment, "/updatedAt"),
+            ]
+        },
+    )
 }
 
 /// `group/name`, the group by its name when the answer includes it.

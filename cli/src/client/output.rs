@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use client::{ClientError, Manager};
 use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::Value;
 
@@ -30,6 +31,25 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
         table.add_row(row);
     }
     println!("{}", table.to_string().trim_end());
+}
+
+/// A list route's `items`: the array as it came with `--json`, else a table with a row of
+/// `row` for each item.
+pub fn list(
+    manager: &Manager,
+    path: &str,
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> Result<(), ClientError> {
+    let listed = manager.get(path)?;
+    let items = listed["items"].as_array().cloned().unwrap_or_default();
+    if json {
+        self::json(&Value::Array(items));
+    } else {
+        table(header, items.iter().map(row).collect());
+    }
+    Ok(())
 }
 
 /// A string field of `value`, or `-`.

@@ -12,27 +12,21 @@ pub fn run(args: ReleasesArgs) -> Result<(), ClientError> {
     let manager = super::connect(&args.manager)?;
     let json = args.manager.json;
     match args.command {
-        ReleasesCommand::Ls => {
-            let listed = manager.get("/v1/releases")?;
-            let items = listed["items"].as_array().cloned().unwrap_or_default();
-            if json {
-                output::json(&Value::Array(items));
-                return Ok(());
-            }
-            let rows = items
-                .iter()
-                .map(|release| {
-                    vec![
-                        output::field(release, "/id"),
-                        output::field(release, "/createdAt"),
-                        short_commit(release),
-                        output::field(release, "/gitMetadata/commitRef"),
-                        platforms(release),
-                    ]
-                })
-                .collect();
-            output::table(&["ID", "Created", "Commit", "Ref", "Platforms"], rows);
-        }
+        ReleasesCommand::Ls => output::list(
+            &manager,
+            "/v1/releases",
+            json,
+            &["ID", "Created", "Commit", "Ref", "Platforms"],
+            |release| {
+                vec![
+                    output::field(release, "/id"),
+                    output::field(release, "/createdAt"),
+                    short_commit(release),
+                    output::field(release, "/gitMetadata/commitRef"),
+                    platforms(release),
+                ]
+            },
+        )?,
         ReleasesCommand::Get { id } => {
             let release = manager.get(&format!("/v1/releases/{}", encode(&id)))?;
             if json {

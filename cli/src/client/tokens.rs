@@ -2,7 +2,7 @@
 
 use client::ClientError;
 use client::deployments::encode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::output;
 use crate::args::{TokensArgs, TokensCommand};
@@ -11,31 +11,22 @@ pub fn run(args: TokensArgs) -> Result<(), ClientError> {
     let manager = super::connect(&args.manager)?;
     let json = args.manager.json;
     match args.command {
-        TokensCommand::Ls => {
-            let listed = manager.get("/v1/tokens")?;
-            let items = listed["items"].as_array().cloned().unwrap_or_default();
-            if json {
-                output::json(&Value::Array(items));
-                return Ok(());
-            }
-            let rows = items
-                .iter()
-                .map(|token| {
-                    vec![
-                        output::field(token, "/id"),
-                        output::field(token, "/tokenType"),
-                        output::field(token, "/keyPrefix"),
-                        output::field(token, "/deploymentGroupId"),
-                        output::field(token, "/deploymentId"),
-                        output::field(token, "/createdAt"),
-                    ]
-                })
-                .collect();
-            output::table(
-                &["ID", "Type", "Prefix", "Group", "Deployment", "Created"],
-                rows,
-            );
-        }
+        TokensCommand::Ls => output::list(
+            &manager,
+            "/v1/tokens",
+            json,
+            &["ID", "Type", "Prefix", "Group", "Deployment", "Created"],
+            |token| {
+                vec![
+                    output::field(token, "/id"),
+                    output::field(token, "/tokenType"),
+                    output::field(token, "/keyPrefix"),
+                    output::field(token, "/deploymentGroupId"),
+                    output::field(token, "/deploymentId"),
+                    output::field(token, "/createdAt"),
+                ]
+            },
+        )?,
         TokensCommand::Revoke { id } => {
             manager.delete(&format!("/v1/tokens/{}", encode(&id)))?;
             if json {
