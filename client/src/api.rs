@@ -99,9 +99,9 @@ impl Manager {
             }
             None => Vec::new(),
         };
-        let request = request.body(bytes).map_err(|e| {
-            ClientError::Usage(format!("{method} {url} cannot be sent: {e}"))
-        })?;
+        let request = request
+            .body(bytes)
+            .map_err(|e| ClientError::Usage(format!("{method} {url} cannot be sent: {e}")))?;
         let response = self.http.run(request).map_err(|e| self.unreachable(e))?;
         let status = response.status().as_u16();
         let text = response
@@ -152,7 +152,12 @@ impl Manager {
             .read_to_vec()
             .map_err(|e| self.unreachable(e))?;
         if !(200..300).contains(&status) {
-            return Err(refused("GET", &url, status, &String::from_utf8_lossy(&bytes)));
+            return Err(refused(
+                "GET",
+                &url,
+                status,
+                &String::from_utf8_lossy(&bytes),
+            ));
         }
         Ok(bytes)
     }
@@ -201,15 +206,15 @@ mod tests {
             "https://m"
         );
         for bad in ["m:8080", "ftp://m", "http://"] {
-            assert!(matches!(
-                Manager::new(bad, "k"),
-                Err(ClientError::Usage(_))
-            ));
+            assert!(matches!(Manager::new(bad, "k"), Err(ClientError::Usage(_))));
         }
         let Err(ClientError::Usage(message)) = Manager::new("http://m", " ") else {
             panic!("an empty key was taken");
         };
-        assert_eq!(message, "ALIEN_API_KEY is required when ALIEN_MANAGER_URL is set.");
+        assert_eq!(
+            message,
+            "ALIEN_API_KEY is required when ALIEN_MANAGER_URL is set."
+        );
     }
 
     #[test]

@@ -86,7 +86,9 @@ pub fn wait(manager: &Manager, id: &str, timeout: Duration) -> Result<Value, Cli
         // A manager that held the request has waited already.
         let waited = asked.elapsed();
         if waited < pause {
-            std::thread::sleep((pause - waited).min(deadline.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                (pause - waited).min(deadline.saturating_duration_since(Instant::now())),
+            );
         }
         pause = (pause.mul_f64(1.5)).min(LONGEST_PAUSE);
     }
@@ -97,7 +99,10 @@ pub fn wait(manager: &Manager, id: &str, timeout: Duration) -> Result<Value, Cli
 fn response_bytes(manager: &Manager, status: &Value) -> Result<Vec<u8>, ClientError> {
     let body = &status["response"]["response"];
     let unreadable = |reason: String| ClientError::Answer {
-        path: format!("/v1/commands/{}", status["commandId"].as_str().unwrap_or_default()),
+        path: format!(
+            "/v1/commands/{}",
+            status["commandId"].as_str().unwrap_or_default()
+        ),
         reason,
     };
     match body["mode"].as_str() {

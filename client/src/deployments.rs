@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn specs_are_ids_or_group_slash_name() {
-        assert_eq!(Spec::parse("dep_abc").expect("id"), Spec::Id("dep_abc".into()));
+        assert_eq!(
+            Spec::parse("dep_abc").expect("id"),
+            Spec::Id("dep_abc".into())
+        );
         assert_eq!(
             Spec::parse("acme/eu-1").expect("named"),
             Spec::Named {
