@@ -88,6 +88,12 @@ impl Manager {
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send("POST", path, Some(body.to_string()))
+    }
+
+    /// A `POST` of a body serialized by the caller, whose maps keep an order that a
+    /// [`Value`] would sort (a release's resources).
+    pub fn post_text(&self, path: &str, body: String) -> Result<Value, ClientError> {
         self.send("POST", path, Some(body))
     }
 
@@ -100,7 +106,7 @@ impl Manager {
         self.send("DELETE", path, None)
     }
 
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+    fn send(&self, method: &str, path: &str, body: Option<String>) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = ureq::http::Request::builder()
             .method(method)
@@ -110,7 +116,7 @@ impl Manager {
         let bytes = match body {
             Some(body) => {
                 request = request.header("Content-Type", "application/json");
-                body.to_string().into_bytes()
+                body.into_bytes()
             }
             None => Vec::new(),
         };
