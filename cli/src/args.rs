@@ -33,6 +33,9 @@ pub enum Command {
     /// It reaches out to the manager, takes its deployment's release and runs it here, and
     /// keeps the workloads running (and restarts those that die) while the manager is away.
     Agent(AgentArgs),
+    /// Push the images a release's stacks name where a build left them, then create the
+    /// release.
+    Release(ReleaseArgs),
     /// Run one daemon in the foreground (what `alien serve` starts; also for systemd units).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -94,6 +97,28 @@ pub struct ServeArgs {
 pub struct HealthArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The release's stacks keyed by platform, as the `stack` of `POST /v1/releases`; an
+    /// image may be `oci:DIR[:TAG]`, `docker-archive:FILE[:REF]` or `docker://REF`
+    #[arg(long, value_name = "FILE")]
+    pub stack: PathBuf,
+    /// Print the result as JSON, for scripts
+    #[arg(long)]
+    pub json: bool,
+    /// The manager's URL, as `alien serve` prints it
+    #[arg(long, env = "ALIEN_MANAGER_URL", value_name = "URL")]
+    pub manager_url: Option<String>,
+    /// An API key (ax_admin_…)
+    #[arg(
+        long,
+        env = "ALIEN_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Args)]

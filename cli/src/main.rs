@@ -6,6 +6,7 @@ mod agent;
 mod args;
 mod daemon;
 mod health;
+mod release;
 mod serve;
 mod worker_runtime;
 
@@ -23,8 +24,30 @@ fn main() -> ExitCode {
         args::Command::Serve(args) => serve::run(args),
         args::Command::Agent(args) => agent::run(args),
         args::Command::Health(args) => health::run(args),
+        args::Command::Release(args) => release_command(args),
         args::Command::Daemon(args) => daemon::run(args),
         args::Command::WorkerRuntime(args) => worker_runtime::run(args),
+    }
+}
+
+fn release_command(args: args::ReleaseArgs) -> ExitCode {
+    let manager = match args.manager_url.as_deref() {
+        Some(url) => client::Manager::new(url, args.api_key.as_deref().unwrap_or_default()),
+        None => Err(client::ClientError::Usage(
+            "ALIEN_MANAGER_URL is not set: export the ALIEN_MANAGER_URL and ALIEN_API_KEY that \
+             `alien serve` printed"
+                .into(),
+        )),
+    };
+    match manager.and_then(|manager| release::run(&manager, &args.stack, args.json)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            if let Some(hint) = error.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(error.exit_code())
+        }
     }
 }
 
