@@ -218,6 +218,9 @@ pub enum Command {
     Tokens(TokensArgs),
     /// Print a shell completion script (bash, zsh or fish) on stdout
     Completions(CompletionsArgs),
+    /// Push the images a release's stacks name where a build left them (an OCI layout, a
+    /// docker archive, another registry), then create the release
+    Release(ReleaseArgs),
     /// Run one daemon in the foreground (what `alien serve` starts; also for systemd units).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -279,6 +282,18 @@ pub struct ServeArgs {
 pub struct HealthArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = CLIENT_EXIT_STATUSES)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    /// The release's stacks keyed by platform, as the `stack` of `POST /v1/releases`; an
+    /// image may be `oci:DIR[:TAG]`, `docker-archive:FILE[:REF]` or `docker://REF`, pushed
+    /// to the manager and named by digest; other references are left as they are
+    #[arg(long, value_name = "FILE")]
+    pub stack: PathBuf,
 }
 
 #[derive(Debug, Args)]

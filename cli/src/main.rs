@@ -36,6 +36,10 @@ fn main() -> ExitCode {
             clap_complete::generate(args.shell, &mut command, "alien", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        args::Command::Release(args) => client::finish(
+            client::connect(&args.manager)
+                .and_then(|manager| client::release::run(&manager, &args.stack, args.manager.json)),
+        ),
         args::Command::Daemon(args) => daemon::run(args),
         args::Command::WorkerRuntime(args) => worker_runtime::run(args),
     }

@@ -63,6 +63,21 @@ impl Manager {
         &self.base
     }
 
+    /// `host[:port]` of the manager's URL: how image references name its registry.
+    pub fn host(&self) -> &str {
+        let rest = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest)
+    }
+
+    /// `scheme://host[:port]`: where the registry's `/v2` is, whatever path the URL has.
+    pub fn origin(&self) -> String {
+        let scheme = self.base.split_once("://").map_or("http", |(s, _)| s);
+        format!("{scheme}://{}", self.host())
+    }
+
     /// The API key, for the registry's Basic `token:<key>`.
     pub fn key(&self) -> &str {
         &self.key
@@ -73,6 +88,12 @@ impl Manager {
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send("POST", path, Some(body.to_string()))
+    }
+
+    /// A `POST` of a body serialized by the caller, whose maps keep an order that a
+    /// [`Value`] would sort (a release's resources).
+    pub fn post_text(&self, path: &str, body: String) -> Result<Value, ClientError> {
         self.send("POST", path, Some(body))
     }
 
@@ -85,7 +106,7 @@ impl Manager {
         self.send("DELETE", path, None)
     }
 
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+    fn send(&self, method: &str, path: &str, body: Option<String>) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = ureq::http::Request::builder()
             .method(method)
@@ -95,7 +116,7 @@ impl Manager {
         let bytes = match body {
             Some(body) => {
                 request = request.header("Content-Type", "application/json");
-                body.to_string().into_bytes()
+                body.into_bytes()
             }
             None => Vec::new(),
         };
@@ -171,7 +192,7 @@ impl Manager {
 }
 
 /// A refusal, with the error envelope's code and message, or the plain-text body.
-fn refused(method: &str, path: &str, status: u16, text: &str) -> ClientError {
+pub(crate) fn refused(method: &str, path: &str, status: u16, text: &str) -> ClientError {
     let envelope: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     let field = |key: &str| envelope[key].as_str().map(str::to_owned);
     let (code, message) = match (field("code"), field("message")) {
@@ -205,6 +226,9 @@ mod tests {
             Manager::new("https://m/", "k").expect("manager").base_url(),
             "https://m"
         );
+        let behind_a_path = Manager::new("https://m:8443/alien/", "k").expect("manager");
+        assert_eq!(behind_a_path.host(), "m:8443");
+        assert_eq!(behind_a_path.origin(), "https://m:8443");
         for bad in ["m:8080", "ftp://m", "http://"] {
             assert!(matches!(Manager::new(bad, "k"), Err(ClientError::Usage(_))));
         }

@@ -36,6 +36,14 @@ pub enum ClientError {
     Answer { path: String, reason: String },
     #[error("{0}")]
     Failed(String),
+    /// `source`, with what the client was doing when it happened, and what to do about it
+    /// when that depends on what was being done.
+    #[error("{doing}: {source}")]
+    Context {
+        doing: String,
+        source: Box<ClientError>,
+        hint: Option<String>,
+    },
 }
 
 impl ClientError {
@@ -45,12 +53,23 @@ impl ClientError {
             ClientError::Unreachable { .. } => exit::UNREACHABLE,
             ClientError::Refused { .. } | ClientError::Answer { .. } => exit::REFUSED,
             ClientError::Failed(_) => exit::FAILED,
+            ClientError::Context { source, .. } => source.exit_code(),
         }
     }
 
-    /// What to do about it, when the status says.
-    pub fn hint(&self) -> Option<&'static str> {
+    /// `self`, saying what the client was doing.
+    pub fn context(self, doing: impl Into<String>) -> ClientError {
+        ClientError::Context {
+            doing: doing.into(),
+            source: Box::new(self),
+            hint: None,
+        }
+    }
+
+    /// What to do about it, when the status or the context says.
+    pub fn hint(&self) -> Option<&str> {
         match self {
+            ClientError::Context { hint, source, .. } => hint.as_deref().or_else(|| source.hint()),
             ClientError::Refused { status: 401, .. } => Some(
                 "the manager does not know this API key: check ALIEN_API_KEY (alien serve prints \
                  it on its first start)",
@@ -68,6 +87,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Refused { status, .. } => Some(*status),
+            ClientError::Context { source, .. } => source.status(),
             _ => None,
         }
     }

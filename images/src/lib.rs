@@ -34,5 +34,5 @@ mod unpack;
 pub use error::{Error, Result};
 pub use manifest::{ImageConfig, host_architecture};
 pub use reference::Reference;
-pub use registry::Auth;
+pub use registry::{Auth, Remote};
 pub use store::{Image, ImageStore, Options};

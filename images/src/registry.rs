@@ -1,8 +1,10 @@
 //! The client side of the OCI distribution API that a pull needs: manifests and blobs of one
 //! repository, with the registry's authentication (Basic, or the Bearer token exchange that a
-//! `401` with `WWW-Authenticate: Bearer` asks for).
+//! `401` with `WWW-Authenticate: Bearer` asks for). [`Remote`] offers the same reads to a
+//! caller outside the store: `alien release` copies the images of its `docker://` sources.
 
 use std::io::Read;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -67,6 +69,85 @@ pub(crate) fn agent() -> ureq::Agent {
         .user_agent(concat!("alien-manager-images/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
+}
+
+/// Whether `registry` (`host[:port]`) is this machine, which is reached over plain HTTP.
+pub(crate) fn is_loopback(registry: &str) -> bool {
+    let host = registry
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(registry, |(host, _)| host);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// One repository of a registry, read as a pull reads it: manifests (a digest reference
+/// verified) and blobs (size and digest verified while they stream). Blocking; shared by
+/// threads, which reuse the `Authorization` that answered the registry's challenge last.
+pub struct Remote {
+    agent: ureq::Agent,
+    reference: Reference,
+    insecure: bool,
+    auth: Auth,
+    authorization: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("reference", &self.reference)
+            .field("insecure", &self.insecure)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Remote {
+    /// The repository `reference` names, reached over HTTPS (plain HTTP for this machine)
+    /// with `auth` when the registry asks for credentials.
+    pub fn new(reference: Reference, auth: Auth) -> Remote {
+        Remote {
+            agent: agent(),
+            insecure: is_loopback(&reference.registry),
+            reference,
+            auth,
+            authorization: Mutex::new(None),
+        }
+    }
+
+    /// The manifest `reference` (a tag, or a digest, which its bytes are checked against)
+    /// names: its bytes and its media type, at most `limit` bytes.
+    pub fn manifest(&self, reference: &str, limit: u64) -> Result<(Vec<u8>, String)> {
+        let expected = reference
+            .starts_with("sha256:")
+            .then(|| Digest::parse(reference, reference))
+            .transpose()?;
+        let (bytes, media_type) = self.with_session(|s| s.manifest(reference, limit))?;
+        if let Some(expected) = expected {
+            expected.verify(&bytes, None)?;
+        }
+        Ok((bytes, media_type))
+    }
+
+    /// Streams blob `digest` of `size` bytes into `to`, checking both on the way.
+    pub fn blob(&self, digest: &str, size: u64, to: &mut impl std::io::Write) -> Result<()> {
+        let digest = Digest::parse(digest, &self.reference.to_string())?;
+        self.with_session(|s| s.blob(&digest, size, to))
+    }
+
+    fn with_session<T>(&self, call: impl FnOnce(&mut Session<'_>) -> Result<T>) -> Result<T> {
+        let mut session = Session::new(&self.agent, &self.reference, self.insecure, &self.auth);
+        session.authorization = self
+            .authorization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let result = call(&mut session);
+        *self
+            .authorization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = session.authorization;
+        result
+    }
 }
 
 /// One repository of one registry, with the `Authorization` header that worked last.

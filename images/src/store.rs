@@ -202,11 +202,7 @@ impl ImageStore {
     }
 
     fn is_insecure(&self, registry: &str) -> bool {
-        let host = registry
-            .rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(registry, |(host, _)| host);
-        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+        registry::is_loopback(registry)
             || self
                 .options
                 .insecure_registries

@@ -7,6 +7,7 @@ use crate::container::Container;
 use crate::daemon::Daemon;
 use crate::data::{Kv, Queue, Storage, Vault};
 use crate::frozen::{ComputeCluster, ServiceAccount};
+use crate::shared::Code;
 use crate::worker::Worker;
 
 /// `{"type": "<resource type>", "id": "<id>"}`: one resource naming another.
@@ -194,6 +195,26 @@ impl ResourceConfig {
     /// Whether it is a workload the engine runs (worker, container, daemon).
     pub fn is_compute(&self) -> bool {
         matches!(self, Self::Worker(_) | Self::Container(_) | Self::Daemon(_))
+    }
+
+    /// A workload's code.
+    pub fn code(&self) -> Option<&Code> {
+        match self {
+            Self::Worker(c) => Some(&c.code),
+            Self::Container(c) => Some(&c.code),
+            Self::Daemon(c) => Some(&c.code),
+            _ => None,
+        }
+    }
+
+    /// A workload's code, which `alien release` rewrites once it pushed the image.
+    pub fn code_mut(&mut self) -> Option<&mut Code> {
+        match self {
+            Self::Worker(c) => Some(&mut c.code),
+            Self::Container(c) => Some(&mut c.code),
+            Self::Daemon(c) => Some(&mut c.code),
+            _ => None,
+        }
     }
 }
 

@@ -15,6 +15,17 @@ use crate::worker_runtime::workload;
 /// An image that runs `program` (a test workload) as `/app/<program> --version <version>`,
 /// with `extra` arguments after.
 pub fn image(program: &str, version: &str, extra: &[&str]) -> OciImage {
+    image_with(Compression::Gzip, program, version, extra)
+}
+
+/// [`image`] with its layer compressed as `compression` says (`docker save` writes plain
+/// tars).
+pub fn image_with(
+    compression: Compression,
+    program: &str,
+    version: &str,
+    extra: &[&str],
+) -> OciImage {
     let binary = workload(program);
     let inside = format!("app/{program}");
     let mut entries = vec![
@@ -60,7 +71,7 @@ pub fn image(program: &str, version: &str, extra: &[&str]) -> OciImage {
         labels: BTreeMap::from([("version".to_owned(), version.to_owned())]),
         ..ImageConfig::default()
     };
-    OciImage::build(&[Layer::new(Compression::Gzip, entries)], &run)
+    OciImage::build(&[Layer::new(compression, entries)], &run)
 }
 
 /// Pushes [`image`] to the manager's registry as the admin; returns the reference a stack

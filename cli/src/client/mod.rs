@@ -1,5 +1,5 @@
-//! The client commands (`whoami`, `releases`, `deployments`, `onboard`, `commands`,
-//! `tokens`): each reaches a manager with [`client::Manager`] and prints its answer for
+//! The client commands (`whoami`, `release`, `releases`, `deployments`, `onboard`,
+//! `commands`, `tokens`): each reaches a manager with [`client::Manager`] and prints its answer for
 //! people (tables and lines, colour only on a terminal) or, with `--json`, as JSON for
 //! scripts. A failure is one `error:` line, a hint when the status says what to do, and an
 //! exit status of [`client::error::exit`].
@@ -8,6 +8,7 @@ pub mod commands;
 pub mod deployments;
 pub mod onboard;
 pub mod output;
+pub mod release;
 pub mod releases;
 pub mod tokens;
 pub mod whoami;
