@@ -14,7 +14,10 @@ use plumbing::logging::LogFormat;
     long_about = "alien-manager stores releases, rolls them out to deployments, hosts the \
                   registry for their images, routes commands to them and forwards their \
                   telemetry.\n\nStart it with `alien serve`; the first start prints an admin \
-                  API key as `export ALIEN_MANAGER_URL=...` and `export ALIEN_API_KEY=...`."
+                  API key as `export ALIEN_MANAGER_URL=...` and `export ALIEN_API_KEY=...`; \
+                  the client commands (whoami, release, releases, deployments, onboard, \
+                  commands, tokens) read them.",
+    after_long_help = CLIENT_EXIT_STATUSES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -205,6 +208,9 @@ pub enum Command {
     Agent(AgentArgs),
     /// Who the API key is: its role and scope
     Whoami(WhoamiArgs),
+    /// Push the images a release's stacks name where a build left them (an OCI layout, a
+    /// docker archive, another registry), then create the release
+    Release(ReleaseArgs),
     /// The releases stored on the manager
     Releases(ReleasesArgs),
     /// The deployments, and what to do with one: wait for it, retry, redeploy, delete
@@ -218,9 +224,6 @@ pub enum Command {
     Tokens(TokensArgs),
     /// Print a shell completion script (bash, zsh or fish) on stdout
     Completions(CompletionsArgs),
-    /// Push the images a release's stacks name where a build left them (an OCI layout, a
-    /// docker archive, another registry), then create the release
-    Release(ReleaseArgs),
     /// Run one daemon in the foreground (what `alien serve` starts; also for systemd units).
     #[command(hide = true)]
     Daemon(DaemonArgs),
