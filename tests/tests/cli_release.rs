@@ -1,6 +1,7 @@
 //! `alien release` as a vendor runs it: images where a build left them (an OCI image layout,
 //! a `docker save` archive, another registry) pushed to the manager's registry and released,
-//! and a deployment running them; a second release of the same images sends no blob again; a
+//! and a deployment running them, waited for with `alien deployments wait` and answering
+//! `alien commands invoke`; a second release of the same images sends no blob again; a
 //! push whose connection breaks in the middle of a layer goes on where the registry stands;
 //! a source that cannot be used fails the command before anything is released, saying why.
 
@@ -63,14 +64,15 @@ fn stack_file(dir: &Path, stacks: &Value) -> PathBuf {
     path
 }
 
-/// A container `web` running `web` (port 8080) and a worker `api` running `api`.
+/// A container `web` running `web` (port 8080) and a command-enabled worker `api` running
+/// `api`.
 fn web_and_api(web: &str, api: &str) -> Value {
     let mut stack = e2e::deployments::web_stack(web);
     stack["resources"]["api"] = json!({
         "config": {
             "type": "worker", "id": "api", "permissions": "execution",
             "code": {"type": "image", "image": api},
-            "links": [], "triggers": []
+            "links": [], "triggers": [], "commandsEnabled": true
         },
         "lifecycle": "live",
         "dependencies": []
@@ -144,7 +146,8 @@ fn write_docker_archive(image: &OciImage, path: &Path, tag: &str) {
 }
 
 #[test]
-fn images_from_a_layout_and_a_docker_archive_run_and_a_second_release_sends_no_blob_again() {
+fn images_from_a_layout_and_a_docker_archive_run_answer_a_command_and_a_second_release_sends_no_blob_again()
+ {
     let api = Api::start_with(Options {
         deployment_loops: true,
         config: Some(LOOPS.into()),
@@ -190,7 +193,45 @@ fn images_from_a_layout_and_a_docker_archive_run_and_a_second_release_sends_no_b
         "{api_image}"
     );
 
+    // As a vendor goes on: wait for the customer's deployment, then invoke a command on it.
     let deployment = onboard(&api);
+    let client = |args: &[&str]| {
+        let mut invocation = Invocation::new(args.iter().copied());
+        invocation.env = vec![
+            ("ALIEN_MANAGER_URL".to_owned(), api.base_url()),
+            ("ALIEN_API_KEY".to_owned(), api.admin_token().to_owned()),
+        ];
+        invocation.run(RUN)
+    };
+    let waited = client(&[
+        "deployments",
+        "wait",
+        &deployment.id,
+        "--timeout",
+        "120",
+        "--json",
+    ]);
+    assert_eq!(waited.code(), Some(0), "{}", waited.stderr);
+    let waited: Value = serde_json::from_str(&waited.stdout).expect("the record as JSON");
+    assert_eq!(waited["currentReleaseId"], first.as_str(), "{waited:#}");
+    let params = json!({"from": "alien commands invoke"});
+    let invoked = client(&[
+        "commands",
+        "invoke",
+        "--deployment",
+        &deployment.id,
+        "--command",
+        "echo",
+        "--params",
+        &params.to_string(),
+        "--target",
+        "api",
+    ]);
+    assert_eq!(invoked.code(), Some(0), "{}", invoked.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&invoked.stdout).expect("the answer as JSON"),
+        json!({"echo": params, "version": api_version})
+    );
     let running = wait_running(&api, &deployment.id, &first);
     assert_eq!(
         get(&endpoint(&running, "web")),
