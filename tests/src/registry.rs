@@ -830,7 +830,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where `.ci/run` installs the Python oras client: a virtual environment under `target/`.
+/// Where `tests/run` installs the Python oras client: a virtual environment under `target/`.
 fn oras_venv() -> PathBuf {
     workspace_root().join("target/registry-tools/venv")
 }
@@ -847,7 +847,7 @@ pub fn oras_python() -> PathBuf {
         .is_ok_and(|s| s.success());
     assert!(
         has_oras,
-        "the Python oras client is not installed in {}: run `.ci/run`, or \
+        "the Python oras client is not installed in {}: run `tests/run`, or \
          `python3 -m venv {venv} && {venv}/bin/pip install oras==0.2.43`",
         python.display(),
         venv = oras_venv().display()
@@ -863,7 +863,7 @@ pub fn skopeo() -> PathBuf {
         .map(|dir| dir.join("skopeo"))
         .find(|path| path.is_file())
         .unwrap_or_else(|| {
-            panic!("skopeo is not installed: `apt-get install -y skopeo` (as `.ci/run` does)")
+            panic!("skopeo is not installed: `apt-get install -y skopeo` (as `tests/run` does)")
         })
 }
 

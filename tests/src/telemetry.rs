@@ -564,7 +564,7 @@ pub fn counter(api: &Api, signal: &str, name: &str) -> u64 {
 
 // ---- the OpenTelemetry Python SDK ----
 
-/// The versions `.ci/run` installs.
+/// The versions `tests/run` installs.
 pub const OTEL_PYTHON_VERSION: &str = "1.45.2";
 
 fn workspace_root() -> PathBuf {
@@ -593,7 +593,7 @@ pub fn otel_python() -> PathBuf {
         .is_ok_and(|s| s.success());
     assert!(
         installed,
-        "the OpenTelemetry Python SDK is not installed in {}: run `.ci/run`, or \
+        "the OpenTelemetry Python SDK is not installed in {}: run `tests/run`, or \
          `python3 -m venv {venv} && {venv}/bin/pip install opentelemetry-sdk=={OTEL_PYTHON_VERSION} \
          opentelemetry-exporter-otlp-proto-http=={OTEL_PYTHON_VERSION}`",
         python.display(),

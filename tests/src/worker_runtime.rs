@@ -200,7 +200,7 @@ pub fn exchange(
     (status, headers, body)
 }
 
-/// The OCI runtime the bundle test runs, installed by `.ci/run`.
+/// The OCI runtime the bundle test runs, installed by `tests/run`.
 pub const RUNC: &str = "/usr/sbin/runc";
 
 /// An OCI bundle in `dir` whose container runs `program` with `args` and `env`: the rootfs

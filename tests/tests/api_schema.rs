@@ -6,7 +6,7 @@
 //! operations (e.g. `POST /v1/releases` documents 201 alone), while the manager it describes
 //! answers 400/404/409/422 to requests it refuses, which generated data is full of.
 //!
-//! schemathesis comes from PyPI: `tests/schemathesis/install.sh` (run by `.ci/run`) puts it
+//! schemathesis comes from PyPI: `tests/schemathesis/install.sh` (run by `tests/run`) puts it
 //! in `tests/schemathesis/.venv`. Without it this test fails and says so.
 
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ fn schemathesis() -> PathBuf {
         return installed;
     }
     panic!(
-        "schemathesis is not installed: run `tests/schemathesis/install.sh` (as `.ci/run` does); looked for {}",
+        "schemathesis is not installed: run `tests/schemathesis/install.sh` (as `tests/run` does); looked for {}",
         installed.display()
     );
 }

@@ -1,7 +1,7 @@
 //! Real registry clients against the manager's public port with the admin token, as
 //! `alien release` and users push: skopeo (Debian) copies multi-layer images in and back out
 //! with every digest unchanged; the Python oras client (PyPI) pushes an artifact and a
-//! referrer of it, which the referrers API finds. Both must be installed (`.ci/run` does):
+//! referrer of it, which the referrers API finds. Both must be installed (`tests/run` does):
 //! without them these tests fail and say how to install them.
 
 use std::process::Command;

@@ -336,7 +336,7 @@ fn a_worker_in_an_oci_bundle_is_served_and_stopped() {
     );
     assert!(
         std::path::Path::new(e2e::worker_runtime::RUNC).exists(),
-        "runc is missing: install it as .ci/run does"
+        "runc is missing: install it as tests/run does"
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let bundle = e2e::worker_runtime::oci_bundle(
