@@ -35,4 +35,4 @@ pub use error::{Error, Result};
 pub use manifest::{ImageConfig, host_architecture};
 pub use reference::Reference;
 pub use registry::{Auth, Remote};
-pub use store::{Image, ImageStore, Options};
+pub use store::{Image, ImageStore};

@@ -42,14 +42,6 @@ const IMAGE_CONFIG_TYPES: [&str; 2] = [
 const IMAGE_FILE: &str = "image.json";
 const ROOTFS_DIR: &str = "rootfs";
 
-/// How a store reaches registries.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Registries (`host[:port]`, as references name them) reached over plain HTTP, besides
-    /// `localhost`, `127.0.0.1` and `[::1]` on any port, which always are.
-    pub insecure_registries: Vec<String>,
-}
-
 /// A pulled image: where its root filesystem is and how to run it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,7 +59,6 @@ pub struct Image {
 #[derive(Debug)]
 pub struct ImageStore {
     root: PathBuf,
-    options: Options,
     agent: ureq::Agent,
     work_counter: AtomicU64,
     _lock: LockFile,
@@ -77,10 +68,6 @@ impl ImageStore {
     /// Opens (creating it if needed) the store under `root`, and clears what unfinished
     /// pulls left there.
     pub fn open(root: &Path) -> Result<ImageStore> {
-        ImageStore::open_with(root, Options::default())
-    }
-
-    pub fn open_with(root: &Path, options: Options) -> Result<ImageStore> {
         for dir in [root.to_path_buf(), root.join("sha256"), root.join("tmp")] {
             fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
         }
@@ -102,7 +89,6 @@ impl ImageStore {
         }
         Ok(ImageStore {
             root: root.to_path_buf(),
-            options,
             agent: registry::agent(),
             work_counter: AtomicU64::new(0),
             _lock: lock,
@@ -113,7 +99,7 @@ impl ImageStore {
     /// names is cached, and returns it. Blocking: network and disk, possibly for minutes.
     pub fn pull(&self, reference: &str, auth: &Auth) -> Result<Image> {
         let reference = Reference::parse(reference)?;
-        let insecure = self.is_insecure(&reference.registry);
+        let insecure = registry::is_loopback(&reference.registry);
         let mut session = Session::new(&self.agent, &reference, insecure, auth);
         let (digest, document) = self.image_manifest(&mut session, &reference)?;
         if let Some(image) = self.cached(&digest)? {
@@ -199,15 +185,6 @@ impl ImageStore {
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    fn is_insecure(&self, registry: &str) -> bool {
-        registry::is_loopback(registry)
-            || self
-                .options
-                .insecure_registries
-                .iter()
-                .any(|r| r == registry)
     }
 
     /// The image manifest `reference` names, its digest checked; an index is resolved to
