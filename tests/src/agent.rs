@@ -24,6 +24,8 @@ pub struct AgentOptions {
     pub heartbeat_interval_secs: u64,
     /// `--ca-file`, for an `https://` manager with a certificate of a private CA.
     pub ca_file: Option<PathBuf>,
+    /// Words the agent is started through (`ip netns exec NAME`, say).
+    pub exec_through: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug)]
@@ -54,7 +56,14 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let mut command = Command::new(alien_binary());
+        let mut command = match options.exec_through.split_first() {
+            Some((program, words)) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(alien_binary());
+                command
+            }
+            None => Command::new(alien_binary()),
+        };
         command.arg("agent");
         if let Some(ca_file) = &options.ca_file {
             command.arg("--ca-file").arg(ca_file);

@@ -53,6 +53,7 @@ pub mod commands;
 pub mod deployments;
 pub mod hammer;
 pub mod images;
+pub mod netns;
 pub mod proxy;
 pub mod registry;
 pub mod small_disk;

@@ -1,9 +1,10 @@
 //! `alien agent`, the pull-mode agent, end to end: a real agent process reaches the manager
-//! over TCP (plain, or HTTPS through a TLS front with a private CA), sets itself up with a
-//! deployment-group token, runs the release on this machine, takes the next release at once
-//! through the long-poll without a failed request, survives its own kill -9 (mid-update too)
-//! and restarts without setting itself up twice, tears everything down on a delete, brings
-//! commands to every kind of workload, and loses no telemetry while the manager is away.
+//! over TCP (plain, HTTPS through a TLS front with a private CA, or from a network namespace
+//! of its own over a veth link), sets itself up with a deployment-group token, runs the
+//! release on this machine, takes the next release at once through the long-poll without a
+//! failed request, survives its own kill -9 (mid-update too) and restarts without setting
+//! itself up twice, tears everything down on a delete, brings commands to every kind of
+//! workload, and loses no telemetry while the manager is away.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use e2e::agent::{Agent, AgentOptions};
 use e2e::api::{Api, Request, unique};
 use e2e::deployments::{endpoint, get, release, web_stack, worker_stack};
 use e2e::hammer::{Hammer, port_of};
+use e2e::netns::Netns;
 use e2e::telemetry::{Backend, log};
 use e2e::tls::TlsFront;
 use e2e::wait_for;
@@ -46,6 +48,7 @@ fn start_agent(api: &Api, release_id: &str) -> (Agent, String, Value) {
         sync_interval_secs: SYNC_INTERVAL_SECS,
         heartbeat_interval_secs: SYNC_INTERVAL_SECS,
         ca_file: None,
+        exec_through: Vec::new(),
     });
     let id = wait_for(SETTLE, || {
         deployments_of(api, &group.id)
@@ -110,6 +113,7 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
         sync_interval_secs: SYNC_INTERVAL_SECS,
         heartbeat_interval_secs: SYNC_INTERVAL_SECS,
         ca_file: None,
+        exec_through: Vec::new(),
     });
 
     // The first start creates the deployment and keeps its own token, privately.
@@ -527,6 +531,7 @@ fn a_second_agent_of_the_same_name_gets_a_token_of_its_own_for_the_same_deployme
         sync_interval_secs: SYNC_INTERVAL_SECS,
         heartbeat_interval_secs: SYNC_INTERVAL_SECS,
         ca_file: None,
+        exec_through: Vec::new(),
     };
     let first = Agent::start(options("first"));
     let first_identity = identity(&first);
@@ -565,6 +570,7 @@ fn an_agent_reaches_a_manager_over_https_with_its_ca_file_and_relays_it_to_its_w
         sync_interval_secs: SYNC_INTERVAL_SECS,
         heartbeat_interval_secs: SYNC_INTERVAL_SECS,
         ca_file,
+        exec_through: Vec::new(),
     };
 
     // Without the CA the manager's certificate is not trusted, and the agent says so.
@@ -587,6 +593,59 @@ fn an_agent_reaches_a_manager_over_https_with_its_ca_file_and_relays_it_to_its_w
     .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
     wait_running(&api, &agent, &id, &release_id);
     let params = json!({"over": "tls"});
+    let (_, answer) = e2e::commands::echo(&api, &id, "api", &params, SETTLE);
+    assert_eq!(
+        answer,
+        json!({"echo": params, "version": version}),
+        "agent log:\n{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn an_agent_in_a_network_namespace_of_its_own_reaches_the_manager_only_over_the_link() {
+    if !e2e::server::running_as_root() {
+        eprintln!("a network namespace needs root: run the suite as root, as CI does");
+        return;
+    }
+    // The customer's machine: a namespace whose only way out is a veth link to this one,
+    // where the manager is reached at its base URL.
+    let netns = Netns::create();
+    let front = netns.front();
+    let api = Api::start_with(e2e::Options {
+        env: vec![("BASE_URL".into(), format!("http://{}", front.address()))],
+        ..e2e::Options::default()
+    });
+    front.forward_to(api.server().port());
+    let version = format!("agent-netns-p{}", std::process::id());
+    // Pushed from this machine; the release names the image by the manager's base URL, the
+    // only address the namespace has for it.
+    let pushed = e2e::workloads::push(&api, "alien-test-worker", &version, &[]);
+    let image = format!(
+        "{}/{}",
+        front.address(),
+        pushed.split_once('/').expect("a registry host").1
+    );
+    let release_id = release(&api, worker_stack(&image));
+    let group = api.create_group();
+    let agent = Agent::start(AgentOptions {
+        sync_url: format!("http://{}", front.address()),
+        token: group.token.clone(),
+        name: unique("host"),
+        data_dir: api.server().work_dir().join("netns-agent"),
+        sync_interval_secs: SYNC_INTERVAL_SECS,
+        heartbeat_interval_secs: SYNC_INTERVAL_SECS,
+        ca_file: None,
+        exec_through: netns.exec_prefix(),
+    });
+    let id = wait_for(SETTLE, || {
+        deployments_of(&api, &group.id)
+            .first()
+            .and_then(|d| d["id"].as_str().map(str::to_owned))
+    })
+    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
+    wait_running(&api, &agent, &id, &release_id);
+    let params = json!({"over": "the link"});
     let (_, answer) = e2e::commands::echo(&api, &id, "api", &params, SETTLE);
     assert_eq!(
         answer,
