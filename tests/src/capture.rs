@@ -113,6 +113,21 @@ impl Invocation {
         }
     }
 
+    /// `alien <args>` as a client of the manager at `url` with the API key `key`, given as
+    /// a user exports them (`ALIEN_MANAGER_URL`, `ALIEN_API_KEY`).
+    pub fn client<I, S>(url: &str, key: &str, args: I) -> Invocation
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut invocation = Invocation::new(args);
+        invocation.env = vec![
+            ("ALIEN_MANAGER_URL".to_owned(), url.to_owned()),
+            ("ALIEN_API_KEY".to_owned(), key.to_owned()),
+        ];
+        invocation
+    }
+
     /// The command, in its own process group so that the test can signal everything it
     /// started at once, with the `alien` variables of the test's environment removed.
     pub fn command(&self) -> Command {

@@ -36,6 +36,28 @@ fn deployments_of(api: &Api, group_id: &str) -> Vec<Value> {
     listed["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// The id of the deployment the agent sets up in group `group_id`, once there is one.
+fn deployment_of(api: &Api, agent: &Agent, group_id: &str) -> String {
+    wait_for(SETTLE, || {
+        deployments_of(api, group_id)
+            .first()
+            .and_then(|d| d["id"].as_str().map(str::to_owned))
+    })
+    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()))
+}
+
+/// Invokes `echo` with `params` on `target` of deployment `id` and checks the answer of
+/// the test workload of `version`.
+fn assert_echoes(api: &Api, agent: &Agent, id: &str, target: &str, params: &Value, version: &str) {
+    let (_, answer) = e2e::commands::echo(api, id, target, params, SETTLE);
+    assert_eq!(
+        answer,
+        json!({"echo": params, "version": version}),
+        "agent log:\n{}",
+        agent.log()
+    );
+}
+
 /// Starts an agent for a new group of `api`, and waits until the deployment it creates runs
 /// `release_id`: the agent, the deployment's id and its record.
 fn start_agent(api: &Api, release_id: &str) -> (Agent, String, Value) {
@@ -50,12 +72,7 @@ fn start_agent(api: &Api, release_id: &str) -> (Agent, String, Value) {
         ca_file: None,
         exec_through: Vec::new(),
     });
-    let id = wait_for(SETTLE, || {
-        deployments_of(api, &group.id)
-            .first()
-            .and_then(|d| d["id"].as_str().map(str::to_owned))
-    })
-    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
+    let id = deployment_of(api, &agent, &group.id);
     let running = wait_running(api, &agent, &id, release_id);
     (agent, id, running)
 }
@@ -117,12 +134,7 @@ fn an_agent_runs_its_release_takes_the_next_at_once_and_keeps_its_identity_and_w
     });
 
     // The first start creates the deployment and keeps its own token, privately.
-    let id = wait_for(SETTLE, || {
-        deployments_of(&api, &group.id)
-            .first()
-            .and_then(|d| d["id"].as_str().map(str::to_owned))
-    })
-    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
+    let id = deployment_of(&api, &agent, &group.id);
     let running = wait_running(&api, &agent, &id, &first);
     let url = endpoint(&running, "web");
     wait_answer(&agent, &url, &v1, Duration::from_secs(5));
@@ -276,13 +288,7 @@ fn a_command_invoked_on_the_manager_reaches_each_kind_of_workload_the_agent_runs
         for n in 0..2 {
             let invoked = Instant::now();
             let params = json!({"target": target, "n": n});
-            let (_, answer) = e2e::commands::echo(&api, &id, target, &params, SETTLE);
-            assert_eq!(
-                answer,
-                json!({"echo": params, "version": version}),
-                "agent log:\n{}",
-                agent.log()
-            );
+            assert_echoes(&api, &agent, &id, target, &params, &version);
             eprintln!(
                 "command {n} to {target} answered in {:?}",
                 invoked.elapsed()
@@ -585,21 +591,9 @@ fn an_agent_reaches_a_manager_over_https_with_its_ca_file_and_relays_it_to_its_w
     // With it, the agent sets itself up, pulls the image and runs the worker, all through
     // the front; the worker's runtime answers a command through the agent's relay.
     let agent = Agent::start(options("trusting", Some(front.ca_file().to_path_buf())));
-    let id = wait_for(SETTLE, || {
-        deployments_of(&api, &group.id)
-            .first()
-            .and_then(|d| d["id"].as_str().map(str::to_owned))
-    })
-    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
+    let id = deployment_of(&api, &agent, &group.id);
     wait_running(&api, &agent, &id, &release_id);
-    let params = json!({"over": "tls"});
-    let (_, answer) = e2e::commands::echo(&api, &id, "api", &params, SETTLE);
-    assert_eq!(
-        answer,
-        json!({"echo": params, "version": version}),
-        "agent log:\n{}",
-        agent.log()
-    );
+    assert_echoes(&api, &agent, &id, "api", &json!({"over": "tls"}), &version);
 }
 
 #[test]
@@ -638,19 +632,14 @@ fn an_agent_in_a_network_namespace_of_its_own_reaches_the_manager_only_over_the_
         ca_file: None,
         exec_through: netns.exec_prefix(),
     });
-    let id = wait_for(SETTLE, || {
-        deployments_of(&api, &group.id)
-            .first()
-            .and_then(|d| d["id"].as_str().map(str::to_owned))
-    })
-    .unwrap_or_else(|| panic!("no deployment appeared\nagent log:\n{}", agent.log()));
+    let id = deployment_of(&api, &agent, &group.id);
     wait_running(&api, &agent, &id, &release_id);
-    let params = json!({"over": "the link"});
-    let (_, answer) = e2e::commands::echo(&api, &id, "api", &params, SETTLE);
-    assert_eq!(
-        answer,
-        json!({"echo": params, "version": version}),
-        "agent log:\n{}",
-        agent.log()
+    assert_echoes(
+        &api,
+        &agent,
+        &id,
+        "api",
+        &json!({"over": "the link"}),
+        &version,
     );
 }

@@ -16,12 +16,7 @@ const RUN: Duration = Duration::from_secs(120);
 
 /// `alien <args>` with the manager's URL and `key` in its environment.
 fn alien(api: &Api, key: &str, args: &[&str]) -> Finished {
-    let mut invocation = Invocation::new(args.iter().copied());
-    invocation.env = vec![
-        ("ALIEN_MANAGER_URL".into(), api.base_url()),
-        ("ALIEN_API_KEY".into(), key.into()),
-    ];
-    invocation.run(RUN)
+    Invocation::client(&api.base_url(), key, args.iter().copied()).run(RUN)
 }
 
 /// `alien <args> --json` as the admin: its stdout parsed, the run failing the test unless it

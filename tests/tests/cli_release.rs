@@ -34,12 +34,7 @@ fn release(api: &Api, url: &str, stack: &Path, json: bool) -> Finished {
     if json {
         args.push("--json".to_owned());
     }
-    let mut invocation = Invocation::new(args);
-    invocation.env = vec![
-        ("ALIEN_MANAGER_URL".to_owned(), url.to_owned()),
-        ("ALIEN_API_KEY".to_owned(), api.admin_token().to_owned()),
-    ];
-    invocation.run(RUN)
+    Invocation::client(url, api.admin_token(), args).run(RUN)
 }
 
 /// [`release`] with `--json`, which must succeed; its answer.
@@ -196,12 +191,7 @@ fn images_from_a_layout_and_a_docker_archive_run_answer_a_command_and_a_second_r
     // As a vendor goes on: wait for the customer's deployment, then invoke a command on it.
     let deployment = onboard(&api);
     let client = |args: &[&str]| {
-        let mut invocation = Invocation::new(args.iter().copied());
-        invocation.env = vec![
-            ("ALIEN_MANAGER_URL".to_owned(), api.base_url()),
-            ("ALIEN_API_KEY".to_owned(), api.admin_token().to_owned()),
-        ];
-        invocation.run(RUN)
+        Invocation::client(&api.base_url(), api.admin_token(), args.iter().copied()).run(RUN)
     };
     let waited = client(&[
         "deployments",
