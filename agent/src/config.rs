@@ -128,10 +128,11 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config(url: &str) -> Config {
+    /// A configuration with the defaults, for the manager at `url`.
+    pub(crate) fn config(url: &str) -> Config {
         Config {
             sync_url: url.into(),
             token: Token::new("ax_dg_x", "SYNC_TOKEN").expect("token"),

@@ -363,27 +363,12 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use serde_json::json;
 
     use super::*;
-    use crate::config::{InitialRelease, Token};
 
     fn manager(url: &str) -> Manager {
-        let config = Config {
-            sync_url: url.into(),
-            token: Token::new("t", "t").expect("token"),
-            deployment_id: None,
-            name: "n".into(),
-            data_dir: "/d".into(),
-            sync_interval: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(60),
-            initial_release: InitialRelease::Active,
-            otlp: "127.0.0.1:4318".parse().expect("address"),
-            long_poll: true,
-            ca_file: None,
-        };
+        let config = crate::config::tests::config(url);
         let connector = crate::connect::connector(None).expect("connector");
         Manager::new(
             &config,

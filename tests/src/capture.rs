@@ -206,6 +206,20 @@ impl Finished {
     pub fn code(&self) -> Option<i32> {
         self.status.code()
     }
+
+    /// Fails the test unless the run exited with `code`, printed nothing on stdout and
+    /// said each of `fragments` on stderr; `what` names the run in the failure.
+    pub fn assert_failed(&self, what: &str, code: i32, fragments: &[&str]) {
+        assert_eq!(self.code(), Some(code), "{what}: stderr: {}", self.stderr);
+        for fragment in fragments {
+            assert!(
+                self.stderr.contains(fragment),
+                "{what}: {fragment:?} not in stderr:\n{}",
+                self.stderr
+            );
+        }
+        assert!(self.stdout.is_empty(), "{what}: stdout: {}", self.stdout);
+    }
 }
 
 /// Makes `path` belong to `uid:gid` (for a process run as another user).

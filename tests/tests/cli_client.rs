@@ -34,18 +34,6 @@ fn get(api: &Api, path: &str) -> Value {
     api.expect(&Request::get(path).auth(api.admin()), 200)
 }
 
-fn assert_fails(run: &Finished, code: i32, fragments: &[&str]) {
-    assert_eq!(run.code(), Some(code), "stderr: {}", run.stderr);
-    for fragment in fragments {
-        assert!(
-            run.stderr.contains(fragment),
-            "{fragment:?} not in stderr:\n{}",
-            run.stderr
-        );
-    }
-    assert!(run.stdout.is_empty(), "stdout: {}", run.stdout);
-}
-
 #[test]
 fn every_json_answer_is_the_api_s_and_onboard_gives_a_token_that_works() {
     let api = Api::start();
@@ -122,8 +110,8 @@ fn every_json_answer_is_the_api_s_and_onboard_gives_a_token_that_works() {
         .to_owned();
     let revoked = json_of(&api, &["tokens", "revoke", &token_id]);
     assert_eq!(revoked, json!({"id": token_id, "revoked": true}));
-    assert_fails(
-        &alien(&api, &token, &["whoami"]),
+    alien(&api, &token, &["whoami"]).assert_failed(
+        "whoami with the revoked token",
         3,
         &["(401)", "hint:", "ALIEN_API_KEY"],
     );
@@ -188,7 +176,7 @@ fn a_deployment_is_waited_for_by_group_and_name_and_a_command_invoked_on_it_answ
             "fail",
         ],
     );
-    assert_fails(&failed, 1, &["command fail failed"]);
+    failed.assert_failed("commands invoke fail", 1, &["command fail failed"]);
     // Params that are not JSON are refused before anything is sent.
     let bad = alien(
         &api,
@@ -204,7 +192,11 @@ fn a_deployment_is_waited_for_by_group_and_name_and_a_command_invoked_on_it_answ
             "{",
         ],
     );
-    assert_fails(&bad, 2, &["--params is not JSON"]);
+    bad.assert_failed(
+        "commands invoke with params that are not JSON",
+        2,
+        &["--params is not JSON"],
+    );
 
     let redeployed = alien(&api, admin, &["deployments", "redeploy", &spec, "--json"]);
     assert_eq!(redeployed.code(), Some(0), "{}", redeployed.stderr);
@@ -247,18 +239,22 @@ fn a_wait_for_a_deployment_whose_release_fails_exits_1_with_its_error() {
         api.admin_token(),
         &["deployments", "wait", &deployment.id, "--timeout", "120"],
     );
-    assert_fails(&run, 1, &["-failed", "exiting at start"]);
+    run.assert_failed(
+        "deployments wait on a failing release",
+        1,
+        &["-failed", "exiting at start"],
+    );
 }
 
 #[test]
 fn no_manager_no_key_a_bad_key_and_an_unknown_deployment_each_say_what_to_do() {
     let api = Api::start();
     let no_url = Invocation::new(["deployments", "ls"]).run(RUN);
-    assert_fails(&no_url, 2, &["ALIEN_MANAGER_URL is not set"]);
+    no_url.assert_failed("no ALIEN_MANAGER_URL", 2, &["ALIEN_MANAGER_URL is not set"]);
     let mut no_key = Invocation::new(["deployments", "ls"]);
     no_key.env = vec![("ALIEN_MANAGER_URL".into(), api.base_url())];
-    assert_fails(
-        &no_key.run(RUN),
+    no_key.run(RUN).assert_failed(
+        "no ALIEN_API_KEY",
         2,
         &["ALIEN_API_KEY is required when ALIEN_MANAGER_URL is set."],
     );
@@ -271,8 +267,8 @@ fn no_manager_no_key_a_bad_key_and_an_unknown_deployment_each_say_what_to_do() {
         "--api-key",
         "ax_admin_x",
     ]);
-    assert_fails(
-        &nobody.run(RUN),
+    nobody.run(RUN).assert_failed(
+        "no manager at the URL",
         4,
         &[
             &format!("cannot connect to the manager at {closed}"),
@@ -281,15 +277,15 @@ fn no_manager_no_key_a_bad_key_and_an_unknown_deployment_each_say_what_to_do() {
     );
 
     let bad_key = alien(&api, "ax_admin_not-a-key", &["deployments", "ls"]);
-    assert_fails(&bad_key, 3, &["(401)", "hint:"]);
+    bad_key.assert_failed("a key the manager does not know", 3, &["(401)", "hint:"]);
     assert!(!bad_key.stderr.contains("not-a-key"), "the key was printed");
 
     for spec in ["dep_unknown", "nogroup/nobody"] {
         let unknown = alien(&api, api.admin_token(), &["deployments", "get", spec]);
-        assert_fails(&unknown, 3, &["(404)", "DEPLOYMENT_NOT_FOUND", "hint:"]);
+        unknown.assert_failed(spec, 3, &["(404)", "DEPLOYMENT_NOT_FOUND", "hint:"]);
     }
     let bare = alien(&api, api.admin_token(), &["deployments", "get", "eu-1"]);
-    assert_fails(&bare, 2, &["dep_", "group/name"]);
+    bare.assert_failed("a bare name", 2, &["dep_", "group/name"]);
 }
 
 #[test]

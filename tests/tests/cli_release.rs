@@ -448,15 +448,7 @@ fn a_source_that_cannot_be_used_fails_the_release_saying_why() {
             &json!({"local": e2e::deployments::web_stack(&source)}),
         );
         let run = release(&api, &api.base_url(), &stacks, false);
-        assert_eq!(run.code(), Some(code), "{source}: {}", run.stderr);
-        for fragment in fragments {
-            assert!(
-                run.stderr.contains(fragment),
-                "{source}: {fragment:?} not in {}",
-                run.stderr
-            );
-        }
-        assert!(run.stdout.is_empty(), "{source}: {}", run.stdout);
+        run.assert_failed(&source, code, fragments);
     }
     let releases = api.expect(&Request::get("/v1/releases").auth(api.admin()), 200);
     assert_eq!(releases["items"], json!([]), "{releases:#}");
