@@ -80,11 +80,22 @@ pub fn with_umask(mask: u32) -> Vec<OsString> {
 
 /// A port on 127.0.0.1 that nothing listened on a moment ago, and that no other test of
 /// this binary has been given.
+///
+/// The port is released before the server binds it, so it is taken below the kernel's
+/// ephemeral range: a port the kernel hands out (an outgoing connection's source port, a
+/// listener on port 0 in another test) could otherwise land on it in between.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    for _ in 0..100 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local address").port();
+    let (low, high) = below_ephemeral_range();
+    let span = u32::from(high - low);
+    // Tests of several binaries may run one after another within moments: start each
+    // binary at its own place in the range.
+    let start = std::process::id() % span;
+    for step in 0..span {
+        let port = low + u16::try_from((start + step * 7919) % span).expect("within the span");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
         if GIVEN
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -93,7 +104,18 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    panic!("no free port after 100 tries");
+    panic!("no free port in {low}..{high}");
+}
+
+/// The ports from 20000 up to the start of the kernel's ephemeral range.
+fn below_ephemeral_range() -> (u16, u16) {
+    const LOW: u16 = 20000;
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|start| *start > LOW + 1000)
+        .unwrap_or(32768);
+    (LOW, start)
 }
 
 pub fn running_as_root() -> bool {
